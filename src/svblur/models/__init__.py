@@ -1,1 +1,5 @@
+"""Networks: plain ``nn.Module`` classes with no training logic."""
 
+from .unet import UNetBlurSeg
+
+__all__ = ["UNetBlurSeg"]

@@ -1,0 +1,103 @@
+"""Shared plumbing of the Hydra entry points (the only layer that imports Hydra)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("svblur")
+
+
+def config_dir() -> str:
+    """The ``conf/`` folder: ``$SVBLUR_CONFIG_DIR``, else the repository's, else the packaged copy."""
+    candidates = []
+    if os.environ.get("SVBLUR_CONFIG_DIR"):
+        candidates.append(Path(os.environ["SVBLUR_CONFIG_DIR"]))
+    candidates.append(Path(__file__).resolve().parents[3] / "conf")
+    candidates.append(Path(__file__).resolve().parents[1] / "conf")
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        "cannot find svblur's Hydra configs (conf/train.yaml); looked in "
+        + ", ".join(str(c) for c in candidates)
+        + ". Set SVBLUR_CONFIG_DIR to the folder that holds train.yaml."
+    )
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    """Optional conveniences before the run: silence warnings, print the config."""
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        log.info("Configuration:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def require(cfg: DictConfig, key: str, expected: str) -> Any:
+    """Return ``cfg[key]`` or raise an error that names the missing config field."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        raise ValueError(f"config field '{key}' is missing: expected {expected}")
+    return value
+
+
+def instantiate_list(cfg: DictConfig | None, what: str) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+    objects: list[Any] = []
+    if not cfg:
+        return objects
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"config group '{what}' must be a mapping, got {type(cfg).__name__}")
+    for name, entry in cfg.items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            log.info("Instantiating %s <%s> (%s)", what, entry._target_, name)
+            objects.append(instantiate(entry))
+    return objects
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Seed, then build data module, model, callbacks, loggers and trainer from ``cfg``."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(require(cfg, "data", "a data config (data=synthetic, ...)"))
+    model = instantiate(require(cfg, "model", "a model config (model=unet, model=cmos, ...)"))
+    callbacks = instantiate_list(cfg.get("callbacks"), "callback")
+    loggers = instantiate_list(cfg.get("logger"), "logger")
+    trainer = instantiate(
+        require(cfg, "trainer", "a trainer config (trainer=cpu, ...)"),
+        callbacks=callbacks,
+        logger=loggers or False,
+    )
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+    return datamodule, model, trainer
+
+
+def finish(loggers: list[Logger]) -> None:
+    """Close W&B runs so that each job of a multirun gets its own run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()
+
+
+def metrics_as_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def ensure_tty_safe() -> None:
+    """Rich progress bars need a terminal size; give one when output is piped (CI)."""
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "120")

@@ -1,0 +1,182 @@
+"""LightningModule for joint blur and semantic estimation (CMOS stage 1)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from svblur.metrics import BlurPSNR, BlurSSIM, MeanIoU
+
+from .losses import BlurSemanticsLoss
+from .visualize import prediction_panel
+
+log = logging.getLogger(__name__)
+
+
+class BlurSemanticsTask(L.LightningModule):
+    """Train and evaluate any network that maps an LR image to blur and semantic maps.
+
+    The network takes ``batch["lr"]`` ``(B, 3, h, w)`` and returns a dict holding
+    ``blur`` ``(B, 1, H, W)`` and/or ``seg`` ``(B, K, H, W)`` at HR size, plus
+    optionally ``aux_blur`` / ``aux_seg``. Loss: ``aux_weight * (L1(aux_blur) +
+    CE(aux_seg)) + L1(blur) + CE(seg)``. Metrics: ``{stage}/blur/psnr``,
+    ``{stage}/blur/ssim`` (sigma / ``blur_norm``, range 1) and ``{stage}/seg/miou``.
+
+    Args:
+        net: The network.
+        num_classes: Number of semantic classes.
+        optimizer: Factory ``params -> Optimizer`` (a ``functools.partial``).
+        scheduler: Factory ``(optimizer, total_steps=, steps_per_epoch=) -> LRScheduler``,
+            stepped every batch, or ``None``.
+        aux: Whether auxiliary outputs are supervised.
+        aux_weight: Weight of the auxiliary terms.
+        blur_norm: Divisor mapping sigma to about ``[0, 1]`` for the blur metrics.
+        gia: Name of the network's GIA variant; recorded in the hyperparameters only,
+            so that runs of an ablation sweep can be grouped by it.
+        log_images: Number of validation images logged per epoch (0 disables).
+        compile: Wrap the network with ``torch.compile`` at fit start.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        aux: bool = True,
+        aux_weight: float = 0.5,
+        blur_norm: float = 5.0,
+        gia: str | None = None,
+        log_images: int = 4,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        # Plain values only, so that checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = BlurSemanticsLoss(aux_weight=aux_weight, use_aux=aux)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict(
+                    {
+                        "blur_psnr": BlurPSNR(blur_norm),
+                        "blur_ssim": BlurSSIM(blur_norm),
+                        "seg_miou": MeanIoU(num_classes),
+                    }
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(lr)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        outputs = self.net(batch["lr"])
+        losses = self.criterion(outputs, batch)
+        batch_size = batch["lr"].shape[0]
+        for name, value in losses.items():
+            key = f"{stage}/loss" if name == "total" else f"{stage}/loss/{name}"
+            self.log(
+                key,
+                value.detach(),
+                on_step=stage == "train",
+                on_epoch=True,
+                prog_bar=name == "total",
+                batch_size=batch_size,
+                sync_dist=stage != "train",
+            )
+        return {"loss": losses["total"], "outputs": outputs}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")["loss"]
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        outputs = self._shared_step(batch, stage)["outputs"]
+        metrics = self.metrics[stage]
+        if "blur" in outputs:
+            metrics["blur_psnr"].update(outputs["blur"].float(), batch["blur"])
+            metrics["blur_ssim"].update(outputs["blur"].float(), batch["blur"])
+            self.log(f"{stage}/blur/psnr", metrics["blur_psnr"], prog_bar=stage == "val")
+            self.log(f"{stage}/blur/ssim", metrics["blur_ssim"])
+        if "seg" in outputs:
+            metrics["seg_miou"].update(outputs["seg"].float(), batch["seg"])
+            self.log(f"{stage}/seg/miou", metrics["seg_miou"], prog_bar=stage == "val")
+        if stage == "val" and batch_idx == 0 and self.hparams.log_images > 0:
+            self._log_panel(batch, outputs)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
+        steps_per_epoch = max(1, total_steps // max(1, max_epochs))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    @torch.no_grad()
+    def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        if self.trainer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        n = min(self.hparams.log_images, batch["lr"].shape[0])
+        blur_vmax = float(batch["blur"][:n].max().clamp(min=1.0))
+        panel = prediction_panel(
+            batch["lr"][:n],
+            batch["blur"][:n] if "blur" in outputs else None,
+            outputs["blur"][:n] if "blur" in outputs else None,
+            batch["seg"][:n] if "seg" in outputs else None,
+            outputs["seg"][:n] if "seg" in outputs else None,
+            self.hparams.num_classes,
+            blur_vmax,
+        )
+        caption = "LR | GT blur | predicted blur | GT seg | predicted seg"
+        for logger in self.loggers:
+            log_panel(logger, "val/predictions", panel, self.global_step, caption)
+
+
+def log_panel(logger: Any, key: str, image: torch.Tensor, step: int, caption: str) -> None:
+    """Send a ``(3, H, W)`` image in ``[0, 1]`` to any Lightning logger.
+
+    W&B and TensorBoard get it through their image APIs; other loggers (CSV) get a
+    PNG in ``<log_dir>/images/``.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        logger.log_image(key=key, images=[array], caption=[caption], step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, image.clamp(0, 1), global_step=step)
+    elif getattr(logger, "log_dir", None):
+        from torchvision.utils import save_image
+
+        folder = Path(logger.log_dir) / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_image(image, folder / f"{key.replace('/', '_')}_step{step:07d}.png")
