@@ -1,0 +1,134 @@
+"""Speed and peak memory of the layered defocus renderer vs the per-layer reference.
+
+Usage: ``python benchmarks/defocus_speed.py [--runs 3] [--skip-reference]``
+
+Cases: a synthetic 480x640 scene (NYUv2 size) and 1024x436 (the real Sintel
+``market_2`` sample when ``../shared/data/rgbd`` or ``$SVBLUR_RGBD_DIR`` exists,
+else a synthetic depth with about 270 layers). Each measurement runs in its own
+subprocess; "peak MB" is the increase of that process's peak resident set size
+(``ru_maxrss``) from just before the render to just after it, so it counts
+NumPy, SciPy and torch CPU allocations alike (the input data are loaded first and
+not counted). Times are the median of ``--runs`` renders (the reference: 1 run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FOCAL_MM = 70.0
+
+
+def _rgbd_dir() -> Path:
+    env = os.environ.get("SVBLUR_RGBD_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd"
+
+
+def _synthetic(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = rng.random((height, width, 3))
+    yy, xx = np.mgrid[:height, :width].astype(np.float64)
+    depth = 1500.0 + 20000.0 * (1.0 - yy / height) ** 2 + 300.0 * np.sin(xx / 37.0)
+    for _ in range(12):  # objects in front
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(20, 80)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        depth[disc] = rng.uniform(800.0, 6000.0) + 3.0 * (yy[disc] - cy)
+    return image, np.round(depth)
+
+
+def _case(name: str) -> tuple[np.ndarray, np.ndarray, str]:
+    if name == "480x640":
+        image, depth = _synthetic(480, 640)
+        return image, depth, "synthetic"
+    root = _rgbd_dir() / "sintel_market_2"
+    if root.is_dir():
+        from svblur.data.rgbd_io import read_image, read_sintel_depth
+        from svblur.degradation import fill_invalid_depth
+
+        depth = np.asarray(
+            fill_invalid_depth(read_sintel_depth(root / "depth.dpt"), max_depth=1000.0)
+        )
+        return read_image(root / "image.png"), depth.astype(np.float64) * 1000.0, "Sintel market_2"
+    image, depth = _synthetic(436, 1024)
+    return image, depth, "synthetic"
+
+
+def _worker(name: str, engine: str, runs: int) -> None:
+    from svblur.degradation import render_defocus
+    from svblur.degradation.defocus import decompose_layers
+    from svblur.degradation.reference import render_defocus_reference
+
+    image, depth, source = _case(name)
+    focus = float(np.quantile(depth, 0.5))
+    layers = len(decompose_layers(depth, depth.shape[1], FOCAL_MM, focus).coc)
+    render_defocus(image[:32, :32], depth[:32, :32], FOCAL_MM, focus)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(runs if engine == "fast" else 1):
+        start = time.perf_counter()
+        if engine == "fast":
+            render_defocus(image, depth, FOCAL_MM, focus)
+        else:
+            render_defocus_reference(image, depth, FOCAL_MM, focus)
+        times.append(time.perf_counter() - start)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0
+    print(
+        json.dumps(
+            {
+                "seconds": statistics.median(times),
+                "peak_mb": peak,
+                "layers": layers,
+                "source": source,
+            }
+        )
+    )
+
+
+def _measure(name: str, engine: str, runs: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", name, engine, "--runs", str(runs)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--worker", nargs=2, metavar=("CASE", "ENGINE"))
+    args = parser.parse_args()
+    if args.worker:
+        _worker(*args.worker, args.runs)
+        return
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for name in ("480x640", "1024x436"):
+        fast = _measure(name, "fast", args.runs)
+        line = (
+            f"{name} ({fast['source']}, {fast['layers']} layers): fast {fast['seconds']:.3f} s, "
+            f"peak +{fast['peak_mb']:.0f} MB"
+        )
+        if not args.skip_reference:
+            ref = _measure(name, "reference", 1)
+            line += (
+                f" | per-layer reference {ref['seconds']:.2f} s, peak +{ref['peak_mb']:.0f} MB"
+                f" | speed-up x{ref['seconds'] / fast['seconds']:.1f}"
+            )
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

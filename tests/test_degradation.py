@@ -1,0 +1,208 @@
+"""Tests of the depth-driven defocus engine against hand arithmetic and the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+from svblur.degradation import (
+    defocus_sigma,
+    fill_invalid_depth,
+    render_defocus,
+    render_uniform_blur,
+    solve_f_number,
+)
+from svblur.degradation._camera import coc_pixels
+from svblur.degradation.reference import fspecial_gaussian, render_defocus_reference
+
+
+def _scene(height: int = 48, width: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Textured image; slanted floor, a near disc and a far block (depth in mm)."""
+    rng = np.random.default_rng(seed)
+    image = rng.random((height, width, 3))
+    yy, xx = np.mgrid[:height, :width]
+    depth = 2000.0 + 40.0 * yy + 6.0 * xx
+    depth = np.where((yy - height // 2) ** 2 + (xx - width // 2) ** 2 < 120, 800.0, depth)
+    depth = np.where((xx > width - 18) & (yy < 14), 6000.0, depth)
+    # Fractions that float32 cannot hold: the engine must keep float64 depth.
+    return image, depth + 0.123456789 * np.sin(xx)
+
+
+def test_sigma_matches_hand_arithmetic() -> None:
+    # width 640 -> m = 640 / 36 = 17.7778 px/mm; f = 50, z_f = 2000, N = 2 -> A = 25 mm;
+    # z_v = 50 * 2000 / (2000 - 50 + 1e-4) = 51.28205; z_v / z_f = 0.02564102.
+    # m * (z_v / z_f) * A = 17.7778 * 0.02564102 * 25 = 11.39601.
+    # z = 4000: 11.39601 * 2000 / 4000.0001 = 5.698 -> 5.7 px -> sigma (5.7 - 1) / 4 = 1.175
+    # z = 1000: 11.39601 * 1000 / 1000.0001 = 11.396 -> 11.4 px -> sigma 2.6
+    # z = 2100: 11.39601 * 100 / 2100.0001 = 0.543 -> 0.5 px (in focus) -> sigma 0
+    depth = np.array([[4000.0, 1000.0, 2100.0]])
+    sigma = defocus_sigma(depth, 640, 50.0, 2000.0, 2.0)
+    assert sigma.dtype == np.float32 and sigma.shape == (1, 3)
+    np.testing.assert_allclose(sigma, [[1.175, 2.6, 0.0]], rtol=0, atol=1e-6)
+    as_tensor = defocus_sigma(torch.from_numpy(depth), 640, 50.0, 2000.0, 2.0)
+    assert isinstance(as_tensor, torch.Tensor)
+    np.testing.assert_array_equal(as_tensor.numpy(), sigma)
+
+
+@pytest.mark.parametrize(
+    ("depth", "focus"),
+    [
+        (np.array([[1000.0, 3000.0], [2000.0, 2500.0]]), 2900.0),  # nearest dominates
+        (np.array([[2000.0, 9000.0], [2100.0, 50000.0]]), 2100.0),
+    ],  # farthest dominates
+)
+def test_solve_f_number_reaches_max_coc(depth: np.ndarray, focus: float) -> None:
+    n = solve_f_number(depth, 640, 70.0, focus, max_coc=29.0)
+    cocs = coc_pixels(depth, 640, 70.0, focus, n)
+    assert cocs.max() == pytest.approx(29.0)
+    sigma = defocus_sigma(depth, 640, 70.0, focus, n)
+    assert sigma.max() == pytest.approx(7.0)
+
+
+def test_zero_sigma_and_all_in_focus_leave_image_unchanged() -> None:
+    image, _ = _scene()
+    image = image.astype(np.float32)
+    same, sigma_map = render_uniform_blur(image, 0.0)
+    np.testing.assert_array_equal(same, image)
+    assert (sigma_map == 0).all()
+    depth = np.full(image.shape[:2], 3000.0)
+    out, sigma = render_defocus(image, depth, 50.0, 3000.0, f_number=2.0)
+    np.testing.assert_allclose(out, image, atol=1e-6)
+    assert (sigma == 0).all()
+
+
+def test_uniform_blur_equals_independent_gaussian() -> None:
+    image, _ = _scene(40, 52)
+    out, sigma_map = render_uniform_blur(image, 1.5, dtype=torch.float64)
+    assert out.shape == image.shape and (sigma_map == 1.5).all()
+    # 2-D fspecial kernel with SciPy's 'reflect' (= MATLAB 'symmetric'): equal everywhere.
+    kernel = fspecial_gaussian(29, 1.5)
+    expected = np.stack(
+        [ndi.correlate(image[:, :, c], kernel, mode="reflect") for c in range(3)], 2
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # Plain Gaussian filter, away from the borders (different truncation only).
+    plain = ndi.gaussian_filter(image, (1.5, 1.5, 0), mode="reflect", truncate=14 / 1.5)
+    np.testing.assert_allclose(out[10:-10, 10:-10], plain[10:-10, 10:-10], atol=1e-6)
+
+
+def test_large_uniform_sigma_support_is_truncated_to_max_coc() -> None:
+    image, _ = _scene(40, 52)
+    out, _ = render_uniform_blur(image, 7.0, dtype=torch.float64)
+    expected = np.stack(
+        [
+            ndi.correlate(image[:, :, c], fspecial_gaussian(29, 7.0), mode="reflect")
+            for c in range(3)
+        ],
+        2,
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def _edge_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Left half white at 1000 mm, right half black at 5000 mm."""
+    image = np.zeros((32, 64, 3))
+    image[:, :32] = 1.0
+    depth = np.full((32, 64), 5000.0)
+    depth[:, :32] = 1000.0
+    return image, depth
+
+
+def test_sharp_foreground_over_blurred_background_stays_sharp() -> None:
+    image, depth = _edge_scene()
+    out, sigma = render_defocus(image, depth, 50.0, 1000.0)
+    assert sigma[0, 0] == 0 and sigma[0, -1] > 2
+    row = out[16, :, 0]
+    np.testing.assert_allclose(row[:32], 1.0, atol=1e-5)  # in-focus near side untouched
+    assert row[31] - row[32] > 0.99  # the edge stays a one-pixel step
+    np.testing.assert_allclose(row[33:], 0.0, atol=1e-5)  # black background, nothing leaks in
+
+
+def test_blurred_foreground_spreads_over_sharp_background() -> None:
+    image, depth = _edge_scene()
+    out, sigma = render_defocus(image, depth, 50.0, 5000.0)
+    assert sigma[0, 0] > 2 and sigma[0, -1] == 0
+    row = out[16, :, 0]
+    assert row[32] > 0.2 and row[34] > 0.05  # white foreground bleeds over the background
+    assert row[-1] < 1e-6
+    assert np.all(np.diff(row[28:48]) <= 1e-9)  # a smooth monotone fall-off, no halo
+
+
+def test_invalid_depth_is_filled_without_nans() -> None:
+    depth = np.full((6, 7), 2000.0)
+    depth[0, 0] = 0.0
+    depth[1, 1] = np.nan
+    depth[2, 2] = -5.0
+    depth[3, 3] = -np.inf
+    depth[4, 4] = np.inf
+    depth[5, 5] = 1e11
+    depth[5, 6] = 3000.0
+    filled = fill_invalid_depth(depth, max_depth=1e5)
+    assert filled.dtype == np.float32 and np.isfinite(filled).all() and (filled > 0).all()
+    assert filled[0, 0] == 2000 and filled[1, 1] == 2000 and filled[3, 3] == 2000
+    assert filled[4, 4] == 1e5 and filled[5, 5] == 1e5
+    assert fill_invalid_depth(depth)[4, 4] == 1e11  # +inf -> largest finite valid depth
+    with pytest.raises(ValueError, match="no valid pixel"):
+        fill_invalid_depth(np.full((3, 3), np.nan))
+    image = np.random.default_rng(1).random((6, 7, 3))
+    out, sigma = render_defocus(image, depth, 50.0, 2000.0, max_depth=1e5)
+    assert np.isfinite(out).all() and np.isfinite(sigma).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("focus_at", [(2, 2), (24, 32), (46, 10), (3, 60)])
+def test_fast_matches_reference(dtype: torch.dtype, focus_at: tuple[int, int]) -> None:
+    image, depth = _scene()
+    focus = float(depth[focus_at])
+    expected, expected_sigma = render_defocus_reference(image, depth, 50.0, focus)
+    out, sigma = render_defocus(image, depth, 50.0, focus, dtype=dtype)
+    np.testing.assert_array_equal(sigma, expected_sigma)
+    assert np.abs(out - expected).max() * 255 < 0.01
+
+
+def test_fast_matches_reference_with_shift_and_given_f_number() -> None:
+    image, depth = _scene(36, 44, seed=3)
+    depth = depth / 10.0  # nearest 80 mm < 5 f: both engines shift depth and focus
+    focus = float(depth[30, 5])
+    expected, expected_sigma = render_defocus_reference(image, depth, 70.0, focus, f_number=2.8)
+    out, sigma = render_defocus(image, depth, 70.0, focus, f_number=2.8)
+    np.testing.assert_array_equal(sigma, expected_sigma)
+    assert np.abs(out - expected).max() * 255 < 0.01
+
+
+def test_torch_input_returns_tensors() -> None:
+    image, depth = _scene(20, 24)
+    out, sigma = render_defocus(torch.from_numpy(image), torch.from_numpy(depth), 50.0, 2500.0)
+    assert isinstance(out, torch.Tensor) and isinstance(sigma, torch.Tensor)
+    assert out.shape == (20, 24, 3) and out.dtype == torch.float32 and sigma.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu() -> None:
+    image, depth = _scene()
+    cpu, _ = render_defocus(image, depth, 50.0, 2500.0)
+    gpu, _ = render_defocus(image, depth, 50.0, 2500.0, device="cuda")
+    assert np.abs(cpu - gpu).max() < 1e-4
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    image, depth = _scene(8, 10)
+    with pytest.raises(ValueError, match="depth: expected a 2-D"):
+        render_defocus(image, depth[None], 50.0, 2500.0)
+    with pytest.raises(ValueError, match=r"image: expected an \(H, W, 3\)"):
+        render_defocus(image[:, :, :2], depth, 50.0, 2500.0)
+    with pytest.raises(ValueError, match="does not match"):
+        render_defocus(image, depth[:, :9], 50.0, 2500.0)
+    with pytest.raises(ValueError, match="focus_distance"):
+        render_defocus(image, depth, 50.0, 40.0)
+    with pytest.raises(ValueError, match="f_number"):
+        render_defocus(image, depth, 50.0, 2500.0, f_number=0.0)
+    with pytest.raises(ValueError, match="f_number"):
+        defocus_sigma(depth, 10, 50.0, 2500.0, -1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        render_uniform_blur(image, -1.0)
+    with pytest.raises(ValueError, match="every depth equals"):
+        solve_f_number(np.full((4, 4), 2500.0), 4, 50.0, 2500.0)
