@@ -1,0 +1,317 @@
+"""The built-in, fully offline defocus data set: procedural and real RGB-D scenes.
+
+Every sample is rendered on the fly (and cached) with the same thin-lens defocus engine
+as the NYUv2-BSR / Cityscapes-BSR generators (:mod:`svblur.degradation`), then
+downsampled with MATLAB-style bicubic ``imresize`` to make the LR input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from svblur.data.scenes import IGNORE_INDEX, Scene, generate_scene, stereo_motorcycle_scene
+from svblur.data.transforms import DefocusAugment, SigmaScaling, record_to_sample
+from svblur.degradation import render_defocus, render_uniform_blur
+
+__all__ = ["SPLITS", "RenderedSample", "SyntheticDefocus", "default_max_coc"]
+
+#: Split names and the code that separates their random streams.
+SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+
+Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+
+
+def default_max_coc(width: int) -> float:
+    """Largest circle of confusion (px) for an image ``width`` pixels wide.
+
+    SYNDOF's 29 px is meant for 640 px wide images; it is scaled with the width so that
+    blur covers the same fraction of the scene, rounded to an odd integer, but never
+    below 9 px (sigma 2 HR px = 0.5 LR px at x4): below that the x4 bicubic
+    antialiasing kernel hides most of the defocus and there is little left to estimate.
+    Examples: 128 -> 9, 320 -> 15, 640 -> 29.
+    """
+    scaled = 29.0 * width / 640.0
+    odd = 2 * math.floor(scaled / 2) + 1
+    return float(max(9, odd))
+
+
+@dataclass(frozen=True)
+class RenderedSample:
+    """A rendered sample before augmentation (numpy, HWC), with its camera.
+
+    Attributes:
+        hr: Sharp HR image ``(H, W, 3)`` float32 in ``[0, 1]`` (the SR target).
+        hr_blurred: Defocused HR image ``(H, W, 3)`` float32 (LR is made from it).
+        blur: Ground-truth sigma per HR pixel ``(H, W)`` float32.
+        seg: Labels ``(H, W)`` int64 in ``[0, K)`` or 255.
+        depth: Depth ``(H, W)`` float32 in millimetres.
+        space_invariant: Whether one sigma was used for the whole image.
+        source: Scene source, ``"procedural"`` or ``"stereo_motorcycle"``.
+        focal_length_mm: Focal length of the sampled camera.
+        focus_distance_mm: Focus distance (a depth of the scene); NaN if space-invariant.
+    """
+
+    hr: np.ndarray
+    hr_blurred: np.ndarray
+    blur: np.ndarray
+    seg: np.ndarray
+    depth: np.ndarray
+    space_invariant: bool
+    source: str
+    focal_length_mm: float
+    focus_distance_mm: float
+
+    def record(self) -> dict[str, np.ndarray]:
+        """The maps as a dict, the input of :class:`~svblur.data.transforms.DefocusAugment`."""
+        return {
+            "hr": self.hr,
+            "hr_blurred": self.hr_blurred,
+            "blur": self.blur,
+            "seg": self.seg,
+            "depth": self.depth,
+        }
+
+
+def _evenly_spread(index: int, fraction: float, offset: float) -> bool:
+    """Whether ``index`` is selected when a ``fraction`` of indices is spread evenly.
+
+    Exactly ``floor(n * fraction + offset) - floor(offset)`` of the first ``n`` indices are
+    selected, so for any ``n`` divisible by ``1 / fraction`` the share is exact.
+    """
+    return math.floor((index + 1) * fraction + offset) - math.floor(index * fraction + offset) == 1
+
+
+class SyntheticDefocus(Dataset):
+    """Offline defocus data set with blur, semantics, depth and x4 LR inputs.
+
+    Sample ``i`` of a split is a pure function of ``(seed, split, i)``: its generator is
+    ``np.random.default_rng([seed, SPLITS[split], i])``, so splits never share a stream.
+    Per sample:
+
+    1. a scene: a crop of the real ``stereo_motorcycle`` RGB-D pair (a ``real_fraction``
+       of the space-variant samples, evenly spread, unlabelled = 255) or a procedural scene
+       (:mod:`svblur.data.scenes`);
+    2. a camera: focal length from ``focal_lengths`` with ``focal_weights`` (SYNDOF:
+       50/70/85 mm, 0.1/0.4/0.4 normalised), focus on the depth of a random pixel,
+       f-number solved so the largest CoC equals ``max_coc``;
+    3. space-invariant samples (indices ``i`` with ``floor((i+1)f) - floor(i f) = 1``
+       for ``f = space_invariant_fraction``: i = 3, 7, 11, ... for 1/4, so exactly a
+       quarter of any multiple of 4 samples) use one Gaussian for the whole image, its
+       CoC uniform in ``[1, max_coc]`` on the 0.1 px grid;
+    4. ``lr = clip(imresize(blurred_hr, 1 / scale), 0, 1)`` (no 8-bit quantisation).
+
+    Rendered samples are cached in memory (per worker process when ``num_workers > 0``).
+    Augmentation runs after the cache, from a generator seeded by ``seed``, the split
+    and the torch seed of the process or worker (so it differs across epochs and workers
+    and follows ``lightning.seed_everything``).
+
+    Args:
+        num_samples: Number of samples in the split.
+        hr_size: ``(H, W)`` of HR maps; each divisible by ``scale``.
+        scale: LR downsampling factor.
+        num_classes: Number of semantic classes ``K`` (see
+            :func:`svblur.data.scenes.kind_to_class`).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        seed: Data set seed.
+        space_invariant_fraction: Share of space-invariant samples.
+        real_fraction: Share of the space-variant samples that are crops of the real
+            ``stereo_motorcycle`` RGB-D pair.
+        max_coc: Largest CoC in pixels; ``None`` uses :func:`default_max_coc` of the width.
+        focal_lengths: Candidate focal lengths in mm.
+        focal_weights: Their sampling weights (normalised).
+        augment: ``False``, ``True`` (a :class:`DefocusAugment` with ``sigma_scaling``),
+            or a callable ``(record, rng) -> sample arrays``.
+        sigma_scaling: Direction of the zoom's effect on sigma when ``augment=True``.
+        cache: Keep rendered samples in memory.
+        device: Device for the defocus renderer (``None``: its default).
+
+    Each item is a dict: ``lr`` ``(3, H/s, W/s)`` float32, ``hr`` ``(3, H, W)`` float32,
+    ``blur`` ``(1, H, W)`` float32 sigma, ``seg`` ``(H, W)`` int64, ``depth``
+    ``(1, H, W)`` float32 mm.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 256,
+        hr_size: tuple[int, int] = (96, 128),
+        scale: int = 4,
+        num_classes: int = 8,
+        split: str = "train",
+        seed: int = 0,
+        space_invariant_fraction: float = 0.25,
+        real_fraction: float = 0.125,
+        max_coc: float | None = None,
+        focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
+        focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
+        augment: bool | Augment = False,
+        sigma_scaling: SigmaScaling = "physical",
+        cache: bool = True,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        if len(hr_size) != 2:
+            raise ValueError(f"hr_size must be (H, W), got {hr_size}")
+        height, width = int(hr_size[0]), int(hr_size[1])
+        if scale < 1 or int(scale) != scale:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        if height % scale or width % scale or height < 8 * scale or width < 8 * scale:
+            raise ValueError(
+                f"hr_size must be divisible by scale={scale} and at least {8 * scale} each, got "
+                f"{tuple(hr_size)}; expected e.g. "
+                f"{(max(8 * scale, height // scale * scale), max(8 * scale, width // scale * scale))}"
+            )
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not 2 <= num_classes <= IGNORE_INDEX:
+            raise ValueError(f"num_classes must be in [2, {IGNORE_INDEX}], got {num_classes}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        for name, value in (
+            ("space_invariant_fraction", space_invariant_fraction),
+            ("real_fraction", real_fraction),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if len(focal_lengths) == 0 or len(focal_lengths) != len(focal_weights):
+            raise ValueError(
+                f"focal_lengths and focal_weights must be non-empty and of equal length, got "
+                f"{focal_lengths} and {focal_weights}"
+            )
+        weights = np.asarray(focal_weights, np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(
+                f"focal_weights must be non-negative with a positive sum, got {focal_weights}"
+            )
+        if max_coc is not None and max_coc <= 1:
+            raise ValueError(f"max_coc must be > 1 pixel, got {max_coc}")
+
+        self.num_samples = int(num_samples)
+        self.hr_size = (height, width)
+        self.lr_size = (height // scale, width // scale)
+        self.scale = int(scale)
+        self.num_classes = int(num_classes)
+        self.split = split
+        self.seed = int(seed)
+        self.space_invariant_fraction = float(space_invariant_fraction)
+        self.real_fraction = float(real_fraction)
+        self.max_coc = float(max_coc) if max_coc is not None else default_max_coc(width)
+        self.focal_lengths = tuple(float(f) for f in focal_lengths)
+        self.focal_probabilities = weights / weights.sum()
+        if augment is True:
+            augment = DefocusAugment(self.hr_size, self.scale, sigma_scaling=sigma_scaling)
+        self.augment: Augment | None = augment if callable(augment) else None
+        self.cache = cache
+        self.device = device
+        self._cache: dict[int, RenderedSample] = {}
+        self._augment_state: tuple[object, np.random.Generator] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def is_space_invariant(self, index: int) -> bool:
+        """Whether sample ``index`` has a uniform blur map (deterministic, evenly spread)."""
+        return _evenly_spread(index, self.space_invariant_fraction, 0.0)
+
+    def is_real(self, index: int) -> bool:
+        """Whether sample ``index`` is a crop of the real ``stereo_motorcycle`` pair.
+
+        Real crops are spread evenly over the space-variant samples (their depth is the
+        point of using them): the ``j``-th space-variant sample is real when
+        ``_evenly_spread(j, real_fraction, 0.5)``.
+        """
+        if self.is_space_invariant(index):
+            return False
+        rank = index - math.floor(index * self.space_invariant_fraction)
+        return _evenly_spread(rank, self.real_fraction, 0.5)
+
+    def generator(self, index: int) -> np.random.Generator:
+        """The random generator of sample ``index`` (a fresh one per call)."""
+        return np.random.default_rng([self.seed, SPLITS[self.split], int(index)])
+
+    def render(self, index: int) -> RenderedSample:
+        """Render sample ``index`` (from the cache if present), before augmentation.
+
+        Args:
+            index: Sample index in ``[0, len(self))``.
+
+        Returns:
+            The :class:`RenderedSample`.
+        """
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        rng = self.generator(index)
+        scene: Scene
+        if self.is_real(index):
+            scene = stereo_motorcycle_scene(rng, self.hr_size)
+        else:
+            scene = generate_scene(rng, self.hr_size, self.num_classes)
+        focal = float(rng.choice(self.focal_lengths, p=self.focal_probabilities))
+        if self.is_space_invariant(index):
+            coc = round(float(rng.uniform(1.0, self.max_coc)), 1)
+            sigma = (coc - 1.0) / 4.0
+            blurred, blur = render_uniform_blur(scene.image, sigma, device=self.device)
+            focus = float("nan")
+        else:
+            focus = float(scene.depth.flat[int(rng.integers(scene.depth.size))])
+            blurred, blur = render_defocus(
+                scene.image, scene.depth, focal, focus, None, self.max_coc, device=self.device
+            )
+        rendered = RenderedSample(
+            hr=scene.image,
+            hr_blurred=np.clip(np.asarray(blurred, np.float32), 0.0, 1.0),
+            blur=np.asarray(blur, np.float32),
+            seg=scene.semantics,
+            depth=scene.depth,
+            space_invariant=self.is_space_invariant(index),
+            source=scene.source,
+            focal_length_mm=focal,
+            focus_distance_mm=focus,
+        )
+        if self.cache:
+            self._cache[index] = rendered
+        return rendered
+
+    def _augment_rng(self) -> np.random.Generator:
+        """Per-process augmentation generator, re-seeded in every new worker process."""
+        info = get_worker_info()
+        base_seed = info.seed if info is not None else torch.initial_seed()
+        token = (info.id if info is not None else None, base_seed)
+        if self._augment_state is None or self._augment_state[0] != token:
+            rng = np.random.default_rng([self.seed, SPLITS[self.split], base_seed % 2**63, 1])
+            self._augment_state = (token, rng)
+        return self._augment_state[1]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rendered = self.render(index)
+        if self.augment is not None:
+            arrays = self.augment(rendered.record(), self._augment_rng())
+        else:
+            arrays = record_to_sample(rendered.record(), self.scale)
+        seg = np.asarray(arrays["seg"])
+        bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= self.num_classes))
+        if bad.any():
+            raise ValueError(
+                f"sample {index} of split {self.split!r} has labels {np.unique(seg[bad]).tolist()} "
+                f"outside [0, {self.num_classes}) and not the ignore index {IGNORE_INDEX}"
+            )
+        # Copies, so that in-place edits of a batch never reach the cache.
+        return {
+            "lr": torch.from_numpy(
+                np.array(arrays["lr"].transpose(2, 0, 1), np.float32, order="C")
+            ),
+            "hr": torch.from_numpy(
+                np.array(arrays["hr"].transpose(2, 0, 1), np.float32, order="C")
+            ),
+            "blur": torch.from_numpy(np.array(arrays["blur"], np.float32))[None],
+            "seg": torch.from_numpy(np.array(seg, np.int64)),
+            "depth": torch.from_numpy(np.array(arrays["depth"], np.float32))[None],
+        }

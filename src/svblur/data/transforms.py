@@ -1,0 +1,152 @@
+"""Training augmentation for defocus samples: horizontal flip and zoom, blur-consistent.
+
+The augmentation acts on a *rendered record* (numpy, HWC) that still holds the blurred
+HR image, so the LR input can be recomputed from the augmented blurred HR with
+:func:`svblur.degradation.resize.imresize` and stays consistent with the targets.
+
+Zooming an image by ``z`` enlarges its blur in pixels by ``z`` as well, so by default
+(``sigma_scaling="physical"``) the blur map is multiplied by the zoom. The authors'
+released code divides sigma by the zoom instead; ``sigma_scaling="released"``
+reproduces that for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from svblur.degradation.resize import imresize
+
+__all__ = ["DefocusAugment", "SigmaScaling", "record_to_sample"]
+
+SigmaScaling = Literal["physical", "released"]
+
+
+def record_to_sample(record: dict[str, np.ndarray], scale: int) -> dict[str, np.ndarray]:
+    """Turn a rendered record into the numpy arrays of a sample (LR made from blurred HR).
+
+    Args:
+        record: ``hr`` and ``hr_blurred`` ``(H, W, 3)`` float32, ``blur`` ``(H, W)``
+            float32 sigma, ``seg`` ``(H, W)`` integer labels, ``depth`` ``(H, W)`` mm.
+        scale: Downsampling factor of the LR input.
+
+    Returns:
+        ``lr`` ``(H/scale, W/scale, 3)`` = ``clip(imresize(hr_blurred, 1/scale), 0, 1)``
+        plus ``hr``, ``blur``, ``seg``, ``depth`` unchanged.
+    """
+    lr = np.clip(imresize(record["hr_blurred"], 1.0 / scale), 0.0, 1.0).astype(np.float32)
+    return {
+        "lr": lr,
+        "hr": record["hr"],
+        "blur": record["blur"],
+        "seg": record["seg"],
+        "depth": record["depth"],
+    }
+
+
+class DefocusAugment:
+    """Random horizontal flip and zoom-then-crop, applied consistently to every map.
+
+    The zoom factor is drawn from ``zooms`` (the released code uses 1.0 / 1.2 / 1.5),
+    the images are resized with bicubic interpolation (clipped to ``[0, 1]``), blur,
+    labels and depth with nearest neighbour (no invented sigmas, classes or depths),
+    then a random ``hr_size`` window is cropped. The blur map is multiplied by the zoom
+    (``"physical"``, default) or divided by it (``"released"``).
+
+    Args:
+        hr_size: ``(H, W)`` of the output; each must be divisible by ``scale``.
+        scale: LR downsampling factor.
+        flip_p: Probability of a horizontal flip.
+        zooms: Zoom factors to choose from uniformly, each ``>= 1``.
+        sigma_scaling: How sigma follows the zoom, ``"physical"`` or ``"released"``.
+    """
+
+    def __init__(
+        self,
+        hr_size: tuple[int, int],
+        scale: int = 4,
+        flip_p: float = 0.5,
+        zooms: Sequence[float] = (1.0, 1.2, 1.5),
+        sigma_scaling: SigmaScaling = "physical",
+    ) -> None:
+        height, width = hr_size
+        if height % scale or width % scale:
+            raise ValueError(
+                f"hr_size must be divisible by scale={scale}, got {tuple(hr_size)}; "
+                f"use e.g. {(height // scale * scale, width // scale * scale)}"
+            )
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        if len(zooms) == 0 or min(zooms) < 1.0:
+            raise ValueError(f"zooms must be a non-empty sequence of factors >= 1, got {zooms}")
+        if sigma_scaling not in ("physical", "released"):
+            raise ValueError(
+                f"sigma_scaling must be 'physical' or 'released', got {sigma_scaling!r}"
+            )
+        self.hr_size = (int(height), int(width))
+        self.scale = int(scale)
+        self.flip_p = float(flip_p)
+        self.zooms = tuple(float(z) for z in zooms)
+        self.sigma_scaling = sigma_scaling
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(hr_size={self.hr_size}, scale={self.scale}, flip_p={self.flip_p}, "
+            f"zooms={self.zooms}, sigma_scaling={self.sigma_scaling!r})"
+        )
+
+    def __call__(
+        self, record: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Augment one record and build its sample arrays.
+
+        Args:
+            record: See :func:`record_to_sample`; maps at least ``hr_size`` large.
+            rng: Random generator driving flip, zoom and crop position.
+
+        Returns:
+            Sample arrays as from :func:`record_to_sample`, HR maps of size ``hr_size``.
+        """
+        in_h, in_w = record["hr"].shape[:2]
+        out_h, out_w = self.hr_size
+        flip = bool(rng.random() < self.flip_p)
+        zoom = float(self.zooms[int(rng.integers(len(self.zooms)))])
+        new_h, new_w = max(out_h, round(in_h * zoom)), max(out_w, round(in_w * zoom))
+        if (new_h, new_w) == (in_h, in_w):
+            zoom = 1.0
+        top = int(rng.integers(0, new_h - out_h + 1))
+        left = int(rng.integers(0, new_w - out_w + 1))
+
+        steps: list[A.BasicTransform] = []
+        if flip:
+            steps.append(A.HorizontalFlip(p=1.0))
+        if zoom != 1.0:
+            steps.append(
+                A.Resize(
+                    new_h,
+                    new_w,
+                    interpolation=cv2.INTER_CUBIC,
+                    mask_interpolation=cv2.INTER_NEAREST,
+                )
+            )
+        steps.append(A.Crop(x_min=left, y_min=top, x_max=left + out_w, y_max=top + out_h))
+        pipeline = A.Compose(steps, additional_targets={"hr_blurred": "image"})
+        out = pipeline(
+            image=record["hr"],
+            hr_blurred=record["hr_blurred"],
+            masks=[record["seg"].astype(np.uint8), record["blur"], record["depth"]],
+        )
+        seg, blur, depth = out["masks"]
+        factor = zoom if self.sigma_scaling == "physical" else 1.0 / zoom
+        augmented = {
+            "hr": np.clip(out["image"], 0.0, 1.0).astype(np.float32),
+            "hr_blurred": np.clip(out["hr_blurred"], 0.0, 1.0).astype(np.float32),
+            "blur": (np.asarray(blur, np.float32) * factor).astype(np.float32),
+            "seg": np.asarray(seg).astype(np.int64),
+            "depth": np.asarray(depth, np.float32),
+        }
+        return record_to_sample(augmented, self.scale)
