@@ -65,16 +65,17 @@ class BlurSemanticsTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = BlurSemanticsLoss(aux_weight=aux_weight, use_aux=aux)
-        self.metrics = nn.ModuleDict(
+        # Metrics per evaluation group: "val", and "test" or one entry per test group
+        # when the data module defines ``test_group_names`` (e.g. the five BSR groups).
+        self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
+        self.test_groups: list[str] = []
+
+    def _new_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict(
             {
-                stage: nn.ModuleDict(
-                    {
-                        "blur_psnr": BlurPSNR(blur_norm),
-                        "blur_ssim": BlurSSIM(blur_norm),
-                        "seg_miou": MeanIoU(num_classes),
-                    }
-                )
-                for stage in ("val", "test")
+                "blur/psnr": BlurPSNR(self.hparams.blur_norm),
+                "blur/ssim": BlurSSIM(self.hparams.blur_norm),
+                "seg/miou": MeanIoU(self.hparams.num_classes),
             }
         )
 
@@ -85,7 +86,9 @@ class BlurSemanticsTask(L.LightningModule):
         if self.hparams.compile and stage == "fit":
             self.net = torch.compile(self.net)
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+    def _shared_step(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         outputs = self.net(batch["lr"])
         losses = self.criterion(outputs, batch)
         batch_size = batch["lr"].shape[0]
@@ -99,31 +102,71 @@ class BlurSemanticsTask(L.LightningModule):
                 prog_bar=name == "total",
                 batch_size=batch_size,
                 sync_dist=stage != "train",
+                add_dataloader_idx=False,
             )
-        return {"loss": losses["total"], "outputs": outputs}
+        return losses["total"], outputs
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")["loss"]
+        return self._shared_step(batch, "train")[0]
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
-        outputs = self._shared_step(batch, stage)["outputs"]
-        metrics = self.metrics[stage]
+    def _update_metrics(
+        self, group: str, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> None:
+        metrics = self.metrics[group]
         if "blur" in outputs:
-            metrics["blur_psnr"].update(outputs["blur"].float(), batch["blur"])
-            metrics["blur_ssim"].update(outputs["blur"].float(), batch["blur"])
-            self.log(f"{stage}/blur/psnr", metrics["blur_psnr"], prog_bar=stage == "val")
-            self.log(f"{stage}/blur/ssim", metrics["blur_ssim"])
+            metrics["blur/psnr"].update(outputs["blur"].float(), batch["blur"])
+            metrics["blur/ssim"].update(outputs["blur"].float(), batch["blur"])
         if "seg" in outputs:
-            metrics["seg_miou"].update(outputs["seg"].float(), batch["seg"])
-            self.log(f"{stage}/seg/miou", metrics["seg_miou"], prog_bar=stage == "val")
-        if stage == "val" and batch_idx == 0 and self.hparams.log_images > 0:
-            self._log_panel(batch, outputs)
+            metrics["seg/miou"].update(outputs["seg"].float(), batch["seg"])
+
+    def _log_metrics(self, stage: str, groups: list[str]) -> None:
+        """Log each group's metrics and, for several groups, their mean under ``stage``."""
+        values: dict[str, list[torch.Tensor]] = {}
+        for group in groups:
+            for name, metric in self.metrics[group].items():
+                if not metric.update_called:
+                    continue
+                value = metric.compute()
+                metric.reset()
+                values.setdefault(name, []).append(value)
+                if group != stage:
+                    self.log(f"{stage}/{group}/{name}", value, add_dataloader_idx=False)
+        for name, vals in values.items():
+            self.log(
+                f"{stage}/{name}",
+                torch.stack(vals).mean(),
+                prog_bar=stage == "val" and name != "blur/ssim",
+                add_dataloader_idx=False,
+            )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
+        _, outputs = self._shared_step(batch, "val")
+        self._update_metrics("val", outputs, batch)
+        if batch_idx == 0 and self.hparams.log_images > 0:
+            self._log_panel(batch, outputs)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", ["val"])
+
+    def on_test_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
+        for group in self.test_groups:
+            if group in self.metrics:
+                raise ValueError(f"test group name '{group}' clashes with a metric group")
+            self.metrics[group] = self._new_metrics().to(self.device)
+
+    def test_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        stage = f"test/{self.test_groups[dataloader_idx]}" if self.test_groups else "test"
+        _, outputs = self._shared_step(batch, stage)
+        self._update_metrics(
+            self.test_groups[dataloader_idx] if self.test_groups else "test", outputs, batch
+        )
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_groups or ["test"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]

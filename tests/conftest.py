@@ -1,0 +1,62 @@
+"""Shared fixtures: Hydra configs composed from the real conf/ folder, on CPU with tiny limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Tiny settings shared by every app test: small images, few samples, no workers.
+TINY = [
+    "data.hr_size=[64,80]",
+    "data.train_size=8",
+    "data.val_size=4",
+    "data.test_size=4",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "extras.print_config=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    os.environ.pop("WANDB_API_KEY", None)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``train.yaml``/``eval.yaml`` with overrides, outputs under ``tmp_path``."""
+
+    def _make(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            cfg = compose(
+                config_name=config_name,
+                overrides=TINY + list(overrides or []),
+                return_hydra_config=True,
+            )
+            HydraConfig.instance().set_config(cfg)
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(tmp_path / "out")
+                cfg.paths.log_dir = str(tmp_path / "logs")
+                del cfg.hydra
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()
