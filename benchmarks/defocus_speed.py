@@ -8,7 +8,11 @@ else a synthetic depth with about 270 layers). Each measurement runs in its own
 subprocess; "peak MB" is the increase of that process's peak resident set size
 (``ru_maxrss``) from just before the render to just after it, so it counts
 NumPy, SciPy and torch CPU allocations alike (the input data are loaded first and
-not counted). Times are the median of ``--runs`` renders (the reference: 1 run).
+not counted). Times are the median of ``--runs`` renders (the reference: 1 run),
+as wall-clock and as CPU time of the process (``time.process_time``; on a busy
+shared machine the wall-clock time also counts waiting for a core). "max diff" is
+the largest absolute difference between the two engines' images, in grey levels
+(x 255).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +67,7 @@ def _case(name: str) -> tuple[np.ndarray, np.ndarray, str]:
     return image, depth, "synthetic"
 
 
-def _worker(name: str, engine: str, runs: int) -> None:
+def _worker(name: str, engine: str, runs: int, out: str | None) -> None:
     from svblur.degradation import render_defocus
     from svblur.degradation.defocus import decompose_layers
     from svblur.degradation.reference import render_defocus_reference
@@ -72,19 +77,23 @@ def _worker(name: str, engine: str, runs: int) -> None:
     layers = len(decompose_layers(depth, depth.shape[1], FOCAL_MM, focus).coc)
     render_defocus(image[:32, :32], depth[:32, :32], FOCAL_MM, focus)  # warm-up
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu_times = [], []
     for _ in range(runs if engine == "fast" else 1):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if engine == "fast":
-            render_defocus(image, depth, FOCAL_MM, focus)
+            blurred, _ = render_defocus(image, depth, FOCAL_MM, focus)
         else:
-            render_defocus_reference(image, depth, FOCAL_MM, focus)
+            blurred, _ = render_defocus_reference(image, depth, FOCAL_MM, focus)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0
+    if out:
+        np.save(out, np.asarray(blurred, dtype=np.float64))
     print(
         json.dumps(
             {
                 "seconds": statistics.median(times),
+                "cpu_seconds": statistics.median(cpu_times),
                 "peak_mb": peak,
                 "layers": layers,
                 "source": source,
@@ -93,9 +102,19 @@ def _worker(name: str, engine: str, runs: int) -> None:
     )
 
 
-def _measure(name: str, engine: str, runs: int) -> dict:
+def _measure(name: str, engine: str, runs: int, out: Path) -> dict:
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", name, engine, "--runs", str(runs)],
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            engine,
+            "--runs",
+            str(runs),
+            "--out",
+            str(out),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -107,27 +126,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--worker", nargs=2, metavar=("CASE", "ENGINE"))
+    parser.add_argument("--worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(*args.worker, args.runs)
+        _worker(*args.worker, args.runs, args.out)
         return
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    for name in ("480x640", "1024x436"):
-        fast = _measure(name, "fast", args.runs)
-        line = (
-            f"{name} ({fast['source']}, {fast['layers']} layers): fast {fast['seconds']:.3f} s, "
-            f"peak +{fast['peak_mb']:.0f} MB"
-        )
-        if not args.skip_reference:
-            ref = _measure(name, "reference", 1)
-            line += (
-                f" | per-layer reference {ref['seconds']:.2f} s, peak +{ref['peak_mb']:.0f} MB"
-                f" | speed-up x{ref['seconds'] / fast['seconds']:.1f}"
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("480x640", "1024x436"):
+            fast_out, ref_out = Path(scratch, "fast.npy"), Path(scratch, "reference.npy")
+            fast = _measure(name, "fast", args.runs, fast_out)
+            line = (
+                f"{name} ({fast['source']}, {fast['layers']} layers): fast "
+                f"{fast['seconds']:.3f} s (CPU {fast['cpu_seconds']:.3f} s), "
+                f"peak +{fast['peak_mb']:.0f} MB"
             )
-        print(line, flush=True)
+            if not args.skip_reference:
+                ref = _measure(name, "reference", 1, ref_out)
+                diff = np.abs(np.load(fast_out) - np.load(ref_out)).max() * 255
+                line += (
+                    f" | per-layer reference {ref['seconds']:.2f} s "
+                    f"(CPU {ref['cpu_seconds']:.2f} s), peak +{ref['peak_mb']:.0f} MB"
+                    f" | speed-up x{ref['seconds'] / fast['seconds']:.1f}"
+                    f" (CPU x{ref['cpu_seconds'] / fast['cpu_seconds']:.1f})"
+                    f" | max diff {diff:.5f} grey levels"
+                )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ equal rounded CoC merged), blurs each layer's colour and mask with its Gaussian
 first in-focus one - first fills the background that the layer's kernel would pull
 in from behind it by harmonic interpolation (MATLAB ``regionfill``). Speed comes
 from working only on the 32x32 tiles a layer reaches (its own tiles grown by the
-kernel radius), separable convolution as two banded matrix products per batch of
-tiles, re-normalising only tiles touched since the last fill, and a sparse direct
-Laplace solve on the fill region's pixels only. See
+kernel radius) in a tile-major layout (each tile's padded window of image and
+layer map stored contiguously, so gathering a layer's tiles is a block copy),
+separable convolution as two banded matrix products per batch of tiles,
+re-normalising only tiles touched since the last fill, and an exact banded
+Cholesky solve of the Laplace system on only those connected parts of the fill
+region that the output uses (the rest is overwritten by the next layer's fill,
+whose region is known one step ahead). See
 :func:`svblur.degradation.reference.render_defocus_reference` for the plain
 per-layer transcription it is tested against.
 """
@@ -375,22 +379,55 @@ class _Tiles:
         return ndi.binary_dilation(grid, np.ones((2 * steps + 1,) * 2, dtype=bool))
 
 
-def _tile_index(
-    ty: torch.Tensor, tx: torch.Tensor, before: int, after: int, height: int, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric-boundary input rows ``(n, T + k - 1)`` and cols for output tiles."""
-    span = torch.arange(-before, TILE + after, device=ty.device)
-    rows = (ty[:, None] * TILE + span) % (2 * height)
-    rows = torch.where(rows < height, rows, 2 * height - 1 - rows)
-    cols = (tx[:, None] * TILE + span) % (2 * width)
-    cols = torch.where(cols < width, cols, 2 * width - 1 - cols)
-    return rows, cols
+class _Canvas:
+    """Tile-major working storage: every ``TILE x TILE`` tile is one contiguous block.
 
+    ``image`` / ``labels`` hold, per tile, the window of the symmetric-padded
+    image / layer map around it (``halo`` extra pixels on each side), so a layer's
+    blur input is a plain ``index_select`` of whole tiles. ``acc`` holds the
+    accumulated ``(mask, r, g, b)`` per tile.
+    """
 
-def _out_index(ty: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded-canvas pixel rows/cols ``(n, T, 1)`` and ``(n, 1, T)`` of tiles."""
-    span = torch.arange(TILE, device=ty.device)
-    return (ty[:, None] * TILE + span)[:, :, None], (tx[:, None] * TILE + span)[:, None, :]
+    def __init__(self, image: torch.Tensor, layer_map: torch.Tensor, halo: int) -> None:
+        _, height, width = image.shape
+        self.height, self.width, self.halo = height, width, halo
+        self.rows, self.cols = -(-height // TILE), -(-width // TILE)
+        device = image.device
+        ys = symmetric_index(-halo, self.rows * TILE + halo, height).to(device)
+        xs = symmetric_index(-halo, self.cols * TILE + halo, width).to(device)
+        span = TILE + 2 * halo
+
+        def windows(padded: torch.Tensor) -> torch.Tensor:
+            tiles = padded.unfold(-2, span, TILE).unfold(-2, span, TILE)  # (C, R, Q, s, s)
+            return tiles.flatten(-4, -3).movedim(-3, 0).contiguous()
+
+        self.image = windows(image[:, ys][:, :, xs])  # (T, 3, s, s)
+        self.labels = windows(layer_map[ys][:, xs][None])[:, 0]  # (T, s, s)
+        count = self.rows * self.cols
+        self.acc = image.new_zeros((count, 4, TILE, TILE))
+        inside_y = torch.arange(self.rows * TILE, device=device) < height
+        inside_x = torch.arange(self.cols * TILE, device=device) < width
+        inside = inside_y[:, None] & inside_x[None, :]
+        self.in_image = inside.unfold(0, TILE, TILE).unfold(1, TILE, TILE).flatten(0, 1)
+
+    def ids(self, grid: np.ndarray) -> torch.Tensor:
+        """Tile ids of the ``True`` cells of a ``(rows, cols)`` grid."""
+        return torch.from_numpy(np.flatnonzero(grid)).to(self.acc.device)
+
+    def pixel_address(self, flat: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """``(tile, y in tile, x in tile)`` of flat image indices."""
+        y, x = np.divmod(flat, self.width)
+        tile = (y // TILE) * self.cols + x // TILE
+        device = self.acc.device
+        return tuple(torch.from_numpy(v).to(device) for v in (tile, y % TILE, x % TILE))
+
+    def image_out(self) -> torch.Tensor:
+        """``(3, H, W)`` = accumulated colour / accumulated mask."""
+        acc = self.acc.view(self.rows, self.cols, 4, TILE, TILE).permute(2, 0, 3, 1, 4)
+        acc = acc.reshape(4, self.rows * TILE, self.cols * TILE)[:, : self.height, : self.width]
+        mask = acc[0]
+        safe = torch.where(mask > 0, mask, torch.ones_like(mask))
+        return (acc[1:] / safe).clamp_(0.0, 1.0)
 
 
 def _band_matrix(taps: torch.Tensor) -> torch.Tensor:
@@ -403,14 +440,25 @@ def _band_matrix(taps: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, taps[offset.clamp(0, k - 1)], taps.new_zeros(()))
 
 
-def _blur_tiles(source: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """``(C, n, T + k - 1, T + k - 1)`` -> ``(C, n, T, T)`` separable valid correlation.
+class _Kernel:
+    """A layer's separable Gaussian as the band matrix and its window in the halo."""
 
-    Both passes are products with a banded (Toeplitz) matrix, which BLAS runs much
-    faster than a single-channel ``conv2d``.
-    """
-    band = _band_matrix(taps)
-    return band.T @ (source @ band)
+    def __init__(
+        self, coc: float, support: float, halo: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        taps = _taps_tensor(coc, support, dtype, device)
+        self.before, self.after = _pads(taps.numel())
+        self.band = _band_matrix(taps)
+        self.band_t = self.band.T.contiguous()
+        self.window = slice(halo - self.before, halo + TILE + self.after)
+
+    def blur(self, source: torch.Tensor) -> torch.Tensor:
+        """``(..., T + k - 1, T + k - 1)`` -> ``(..., T, T)`` separable valid correlation.
+
+        Both passes are products with a banded (Toeplitz) matrix, which BLAS runs
+        much faster than a single-channel ``conv2d``.
+        """
+        return self.band_t @ (source @ self.band)
 
 
 def _render_layers(
@@ -423,113 +471,142 @@ def _render_layers(
     device, dtype = image.device, image.dtype
     count = len(layers.coc)
     tiles = _Tiles(layers.layer_map, count)
-    layer_map = torch.from_numpy(layers.layer_map).to(device)
-    padded = (tiles.rows * TILE, tiles.cols * TILE)
-    acc = torch.zeros((3, *padded), dtype=dtype, device=device)
-    acc_mask = torch.zeros(padded, dtype=dtype, device=device)
+    label_dtype = torch.int16 if count < 2**15 else torch.int32
+    layer_map = torch.from_numpy(layers.layer_map).to(device=device, dtype=label_dtype)
+    kernels: dict[float, _Kernel] = {}
+    halo = 0
+    for coc in np.unique(layers.coc[layers.coc > 1]):
+        kernels[float(coc)] = _Kernel(float(coc), max_coc, 0, dtype, device)
+        halo = max(halo, kernels[float(coc)].before, kernels[float(coc)].after)
+    for coc in kernels:
+        kernels[coc] = _Kernel(coc, max_coc, halo, dtype, device)
+    canvas = _Canvas(image, layer_map, halo)
+    acc = canvas.acc
+    inner = slice(halo, halo + TILE)
     dirty = np.zeros((tiles.rows, tiles.cols), dtype=bool)  # mask may lie in (0, 1)
+    layer_np = layers.layer_map
+    scratch = np.zeros(height * width, dtype=bool)
+    upcoming = None  # fill region of the next layer, computed one step ahead
 
     for index in range(count):
         coc = float(layers.coc[index])
-        taps = _taps_tensor(coc, max_coc, dtype, device) if coc > 1 else None
-        before, after = _pads(taps.numel()) if taps is not None else (0, 0)
-
+        kernel = kernels.get(coc) if coc > 1 else None
         if index > layers.focus_index:
             if dirty.any():
-                ty, tx = (torch.from_numpy(v).to(device) for v in np.nonzero(dirty))
-                oy, ox = _out_index(ty, tx)
-                current = acc_mask[oy, ox]
-                scale = torch.where(current == 0, torch.ones_like(current), current)
-                acc[:, oy, ox] = acc[:, oy, ox] / scale
-                acc_mask[oy, ox] = current / scale
+                ids = canvas.ids(dirty)
+                current = acc.index_select(0, ids)
+                scale = current[:, :1]
+                scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+                acc.index_copy_(0, ids, current / scale)
                 dirty[:] = False
-            if taps is not None:
-                filled = _fill_background(acc, acc_mask, layer_map, index, taps, tiles)
-                if filled is not None:
-                    dirty |= filled
+            if index == layers.focus_index + 1:
+                region = _fill_region(canvas, index, kernel, tiles)
+            else:
+                region = upcoming
+            upcoming = None
+            if index + 1 < count and layers.coc[index + 1] > 1:
+                next_kernel = kernels[float(layers.coc[index + 1])]
+                upcoming = _fill_region(canvas, index + 1, next_kernel, tiles)
+            if region is not None:
+                # Pixels the next layer's fill overwrites need no value now.
+                if upcoming is not None:
+                    scratch[upcoming] = True
+                    needed = ~scratch[region]
+                    scratch[upcoming] = False
+                else:
+                    needed = np.ones(region.size, dtype=bool)
+                if needed.any():
+                    _fill_background(canvas, layer_np, index, region, needed)
+                    y, x = np.divmod(region, width)
+                    dirty[y // TILE, x // TILE] = True
 
         active = tiles.occupancy[index]
-        if taps is not None:
-            active = tiles.dilate(active, max(before, after))
-        ty, tx = (torch.from_numpy(v).to(device) for v in np.nonzero(active))
-        rows, cols = _tile_index(ty, tx, before, after, height, width)
-        source_mask = (layer_map[rows[:, :, None], cols[:, None, :]] == index).to(dtype)
-        source_colour = image[:, rows[:, :, None], cols[:, None, :]] * source_mask
-        if taps is None:
-            mask, colour = source_mask, source_colour
+        window = inner
+        if kernel is not None:
+            active = tiles.dilate(active, max(kernel.before, kernel.after))
+            window = kernel.window
+        ids = canvas.ids(active)
+        labels = canvas.labels.index_select(0, ids)[:, window, window]
+        source = torch.empty((ids.numel(), 4, *labels.shape[-2:]), dtype=dtype, device=device)
+        source[:, 0] = labels == index
+        torch.mul(
+            canvas.image.index_select(0, ids)[:, :, window, window],
+            source[:, :1],
+            out=source[:, 1:],
+        )
+        if kernel is None:
+            layer = source
         else:
-            blurred = _blur_tiles(torch.cat((source_mask[None], source_colour), dim=0), taps)
-            mask = torch.where(blurred[0] < MASK_FLOOR, torch.zeros_like(blurred[0]), blurred[0])
-            colour = blurred[1:]
-        oy, ox = _out_index(ty, tx)
-        keep = 1.0 - mask
-        acc[:, oy, ox] = keep * acc[:, oy, ox] + colour
-        acc_mask[oy, ox] = keep * acc_mask[oy, ox] + mask
+            layer = kernel.blur(source)
+            mask = layer[:, 0]
+            mask.masked_fill_(mask < MASK_FLOOR, 0.0)
+        current = acc.index_select(0, ids)
+        acc.index_copy_(0, ids, torch.addcmul(layer, current, 1.0 - layer[:, :1]))
         dirty |= active
 
-    acc = acc[:, :height, :width]
-    acc_mask = acc_mask[:height, :width]
-    safe = torch.where(acc_mask > 0, acc_mask, torch.ones_like(acc_mask))
-    return (acc / safe).clamp_(0.0, 1.0)
+    return canvas.image_out()
+
+
+def _fill_region(
+    canvas: _Canvas, index: int, kernel: _Kernel | None, tiles: _Tiles
+) -> np.ndarray | None:
+    """Flat indices of the pixels SYNDOF fills before compositing layer ``index``.
+
+    Every not-yet-composited pixel (layer ``>= index``) where the farther layers,
+    blurred with this layer's kernel, reach ``FILL_FLOOR``; ``None`` when empty.
+    """
+    if index == 0 or kernel is None:
+        return None  # nothing is farther than the farthest layer / nothing blurs
+    candidates = tiles.suffix[index] & tiles.dilate(
+        tiles.prefix[index - 1], max(kernel.before, kernel.after)
+    )
+    if not candidates.any():
+        return None
+    ids = canvas.ids(candidates)
+    window = kernel.window
+    farther = canvas.labels.index_select(0, ids)[:, window, window] < index
+    reach = kernel.blur(farther.to(canvas.acc.dtype))
+    inner = slice(kernel.before, kernel.before + TILE)
+    region = (reach >= FILL_FLOOR) & ~farther[:, inner, inner] & canvas.in_image[ids]
+    tile_n, py, px = torch.nonzero(region, as_tuple=True)
+    if tile_n.numel() == 0:
+        return None
+    tile = ids[tile_n]
+    flat = ((tile // canvas.cols) * TILE + py) * canvas.width + (tile % canvas.cols) * TILE + px
+    return flat.cpu().numpy()
 
 
 def _fill_background(
-    acc: torch.Tensor,
-    acc_mask: torch.Tensor,
-    layer_map: torch.Tensor,
+    canvas: _Canvas,
+    layer_map: np.ndarray,
     index: int,
-    taps: torch.Tensor,
-    tiles: _Tiles,
-) -> np.ndarray | None:
+    region: np.ndarray,
+    needed: np.ndarray,
+) -> None:
     """SYNDOF's ``inpaint_background_and_modify_merged_mask`` for layer ``index``.
 
-    The fill region is every not-yet-composited pixel (layer ``>= index``) where
-    the farther layers, blurred with this layer's kernel, reach ``FILL_FLOOR``.
-    It is filled harmonically from the (already normalized) accumulated colour on
-    the farther layers and zero elsewhere; the mask channel from 1 on the farther
-    layers and zero elsewhere. ``acc`` / ``acc_mask`` are updated in place.
-
-    Returns:
-        Boolean tile grid of the filled tiles, or ``None`` when nothing was filled.
+    ``region`` (flat indices) is filled harmonically from the (already
+    normalized) accumulated colour on the farther layers and zero elsewhere; the
+    mask channel from 1 on the farther layers and zero elsewhere. ``canvas.acc``
+    is updated in place. Only the parts of the region connected to a ``needed``
+    pixel are solved; the others get zero.
     """
-    height, width = layer_map.shape
-    device = acc.device
-    if index == 0:
-        return None  # nothing is farther than the farthest layer
-    before, after = _pads(taps.numel())
-    candidates = tiles.suffix[index] & tiles.dilate(tiles.prefix[index - 1], max(before, after))
-    if not candidates.any():
-        return None
-    ty, tx = (torch.from_numpy(v).to(device) for v in np.nonzero(candidates))
-    rows, cols = _tile_index(ty, tx, before, after, height, width)
-    farther = (layer_map[rows[:, :, None], cols[:, None, :]] < index).to(acc.dtype)
-    reach = _blur_tiles(farther[None], taps)[0]
-    inner = farther[:, before : before + TILE, before : before + TILE]
-    oy, ox = _out_index(ty, tx)
-    in_image = (oy < height) & (ox < width)
-    region = (reach >= FILL_FLOOR) & (inner == 0) & in_image
-    if not bool(region.any()):
-        return None
-    tile_n, py, px = torch.nonzero(region, as_tuple=True)
-    region_rows = (ty[tile_n] * TILE + py).cpu().numpy()
-    region_cols = (tx[tile_n] * TILE + px).cpu().numpy()
-    layer_np = layer_map.cpu().numpy()
-    colour_np = acc[:, :height, :width].detach().cpu().numpy()
+    acc = canvas.acc
+    region_rows, region_cols = np.divmod(region, canvas.width)
 
     def known_value(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        farther_pixel = (layer_np[y, x] < index).astype(np.float64)
-        values = colour_np[:, y, x].T.astype(np.float64) * farther_pixel[:, None]
-        return np.concatenate((values, farther_pixel[:, None]), axis=1)
+        farther = layer_map[y, x] < index
+        tile, py, px = canvas.pixel_address(y * canvas.width + x)
+        values = acc[tile, :, py, px].cpu().numpy().astype(np.float64)  # (m, 4): mask, rgb
+        values[:, 0] = 1.0
+        values[~farther] = 0.0
+        return values
 
-    solution = harmonic_fill(region_rows, region_cols, (height, width), known_value)
-    solution_t = torch.from_numpy(solution).to(device=device, dtype=acc.dtype)
-    ry = torch.from_numpy(region_rows).to(device)
-    rx = torch.from_numpy(region_cols).to(device)
-    acc[:, ry, rx] = solution_t[:, :3].T
-    acc_mask[ry, rx] = solution_t[:, 3]
-    filled = np.zeros_like(candidates)
-    filled[region_rows // TILE, region_cols // TILE] = True
-    return filled
+    solution = harmonic_fill(
+        region_rows, region_cols, (canvas.height, canvas.width), known_value, needed
+    )
+    tile, py, px = canvas.pixel_address(region)
+    acc[tile, :, py, px] = torch.from_numpy(solution).to(device=acc.device, dtype=acc.dtype)
 
 
 # --------------------------------------------------------------------------- public
@@ -616,9 +693,16 @@ def render_defocus(
     # Long products of (1 - mask) underflow to subnormal floats, which are ~100x
     # slower on x86 CPUs; flush them to zero while rendering.
     flushed = torch.set_flush_denormal(True)
+    # Hundreds of small per-layer operations: intra-op threads only add
+    # synchronisation (2-10x slower on a shared two-core machine). Parallelise
+    # over images instead (e.g. DataLoader workers).
+    threads = torch.get_num_threads()
+    if target.type == "cpu":
+        torch.set_num_threads(1)
     try:
         result = _render_layers(tensor, layers, max_coc)
     finally:
+        torch.set_num_threads(threads)
         if flushed:
             torch.set_flush_denormal(False)
     return _output(result, layers.sigma_map, image)
