@@ -27,3 +27,34 @@ __all__ = [
     "generate_scene",
     "stereo_motorcycle_scene",
 ]
+
+# Real data sets: released NYUv2-BSR / Cityscapes-BSR archives, and on-the-fly defocus.
+from svblur.data.bsr import (  # noqa: E402
+    BSRDataError,
+    BSRDataModule,
+    BSRFolderDataset,
+    CityscapesBSRDataModule,
+    NYUv2BSRDataModule,
+    validate_bsr_root,
+)
+from svblur.data.onthefly import (  # noqa: E402
+    CityscapesRGBD,
+    NYUv2RGBD,
+    OnTheFlyDefocusDataModule,
+    OnTheFlyDefocusDataset,
+    RGBDFolder,
+)
+
+__all__ += [
+    "BSRDataError",
+    "BSRDataModule",
+    "BSRFolderDataset",
+    "CityscapesBSRDataModule",
+    "CityscapesRGBD",
+    "NYUv2BSRDataModule",
+    "NYUv2RGBD",
+    "OnTheFlyDefocusDataModule",
+    "OnTheFlyDefocusDataset",
+    "RGBDFolder",
+    "validate_bsr_root",
+]

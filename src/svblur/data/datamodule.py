@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
+from svblur.data.samplers import ResumableDataMixin, make_loader
 from svblur.data.synthetic import SyntheticDefocus
 from svblur.data.transforms import SigmaScaling
 
 __all__ = ["DefocusDataModule"]
 
 
-class DefocusDataModule(L.LightningDataModule):
+class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
     """Train / val / test loaders of :class:`~svblur.data.synthetic.SyntheticDefocus`.
 
     The three splits draw from disjoint random streams of the same ``seed``; only the
@@ -147,16 +147,19 @@ class DefocusDataModule(L.LightningDataModule):
             self._build("test")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self._dataset_kwargs["seed"]) if shuffle else None
-        return DataLoader(
+        # Training: order from (seed, epoch) and per-sample augmentation seeded from
+        # (seed, index, epoch), so a resumed run sees exactly the data of an uninterrupted
+        # one. Evaluation: unpadded shards, every image counted once under DDP.
+        return make_loader(
             self._build(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            self.batch_size,
+            train=shuffle,
+            seed=self._dataset_kwargs["seed"],
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            drop_last=False,
-            generator=generator,
+            with_epoch=shuffle,
+            resume=self.resume_position if shuffle else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -290,10 +290,27 @@ class SyntheticDefocus(Dataset):
             self._augment_state = (token, rng)
         return self._augment_state[1]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Sample ``index``; ``(index, epoch)`` seeds its augmentation from both.
+
+        With a plain index, augmentation draws from a per-process stream
+        (see :meth:`_augment_rng`); with ``(index, epoch)`` (what
+        :class:`~svblur.data.samplers.EpochSampler` yields for training) it is a pure
+        function of ``(seed, split, index, epoch)``, which makes resumed runs exact.
+        """
+        epoch = None
+        if isinstance(index, tuple):
+            index, epoch = index
         rendered = self.render(index)
         if self.augment is not None:
-            arrays = self.augment(rendered.record(), self._augment_rng())
+            rng = (
+                self._augment_rng()
+                if epoch is None
+                else np.random.default_rng(
+                    [self.seed, SPLITS[self.split], int(index), int(epoch), 2]
+                )
+            )
+            arrays = self.augment(rendered.record(), rng)
         else:
             arrays = record_to_sample(rendered.record(), self.scale)
         seg = np.asarray(arrays["seg"])
