@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.svblur-installed
 ARGS ?=
+# comparison preset of `make compare` (conf/compare/<PRESET>.yaml)
+PRESET ?= small
 
-.PHONY: install train test test-slow test-all lint format bench clean
+.PHONY: install train test test-slow test-all lint format bench clean compare
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,9 @@ install: $(STAMP)
 
 train: install
 	$(BIN)/svblur-train $(ARGS)
+
+compare: install
+	$(BIN)/svblur-compare preset=$(PRESET) $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

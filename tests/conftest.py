@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +28,13 @@ TINY = [
     "extras.print_config=false",
     "trainer.log_every_n_steps=1",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    # The app tests use tiny images: one intra-op thread is as fast, and it avoids
+    # oversubscribing small CI machines when several processes run (DDP, workers).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

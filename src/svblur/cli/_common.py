@@ -69,8 +69,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     """Seed, then build data module, model, callbacks, loggers and trainer from ``cfg``."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(require(cfg, "data", "a data config (data=synthetic, ...)"))
-    model = instantiate(require(cfg, "model", "a model config (model=unet, model=cmos, ...)"))
+    # _convert_="all": plain lists/dicts, so that saved hyperparameters load with
+    # torch.load(weights_only=True).
+    datamodule = instantiate(
+        require(cfg, "data", "a data config (data=synthetic, ...)"), _convert_="all"
+    )
+    model = instantiate(
+        require(cfg, "model", "a model config (model=cmos, model=unet, ...)"), _convert_="all"
+    )
     callbacks = instantiate_list(cfg.get("callbacks"), "callback")
     loggers = instantiate_list(cfg.get("logger"), "logger")
     trainer = instantiate(

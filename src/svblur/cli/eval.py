@@ -2,12 +2,24 @@
 
 Example:
     svblur-eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    svblur-eval experiment=nyuv2_bsr_stage3 data.root=/data/NYUv2-BSR ckpt_path=stage3.ckpt
+
+Besides logging, it writes to the job's output folder (or ``report_dir=DIR``):
+
+- ``metrics.csv`` / ``metrics.md``: one row per test group (e.g. ``Group1`` .. ``Group5``
+  of the BSR data sets) plus their ``mean`` (the paper's tables), one column per metric;
+  a single ``test`` row when the data module has no groups;
+- ``per_image.csv``: one row per test image (group, index, name when the data set gives
+  one, and each per-image metric) for systems that record them (the SR stages).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -40,7 +52,83 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics = metrics_as_floats(trainer.callback_metrics)
     finally:
         finish(trainer.loggers)
+    if trainer.is_global_zero:
+        report_dir = Path(cfg.get("report_dir") or cfg.paths.output_dir)
+        groups = list(getattr(datamodule, "test_group_names", None) or [])
+        written = write_reports(
+            metrics, groups, getattr(model, "test_results", None) or [], report_dir
+        )
+        for path in written:
+            log.info("Wrote %s", path)
     return metrics
+
+
+def metric_table(metrics: dict[str, float], groups: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows ``{"group": g, metric: value, ...}`` per test group plus ``mean``.
+
+    Metric keys are ``test/<group>/<name>`` per group and ``test/<name>`` for the mean over
+    groups (what the systems log); losses are left out. Without groups, one ``test`` row.
+    """
+    names = sorted(
+        {
+            key[len("test/") :]
+            for key in metrics
+            if key.startswith("test/")
+            and not any(key.startswith(f"test/{g}/") for g in groups)
+            and "loss" not in key
+        }
+    )
+    if not groups:
+        return [{"group": "test", **{n: metrics[f"test/{n}"] for n in names}}]
+    rows = [
+        {"group": g, **{n: metrics.get(f"test/{g}/{n}", float("nan")) for n in names}}
+        for g in groups
+    ]
+    rows.append({"group": "mean", **{n: metrics[f"test/{n}"] for n in names}})
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_reports(
+    metrics: dict[str, float],
+    groups: Sequence[str],
+    per_image: Sequence[dict[str, Any]],
+    out_dir: Path,
+) -> list[Path]:
+    """Write ``metrics.csv``, ``metrics.md`` and (when given) ``per_image.csv``.
+
+    Returns:
+        The files written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    rows = metric_table(metrics, groups)
+    if any(len(r) > 1 for r in rows):
+        _write_csv(rows, out_dir / "metrics.csv")
+        (out_dir / "metrics.md").write_text(_markdown(rows))
+        written += [out_dir / "metrics.csv", out_dir / "metrics.md"]
+    if per_image:
+        _write_csv(list(per_image), out_dir / "per_image.csv")
+        written.append(out_dir / "per_image.csv")
+    return written
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="eval")

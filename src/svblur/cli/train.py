@@ -9,18 +9,62 @@ Examples:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ._common import apply_extras, build, config_dir, ensure_tty_safe, finish, metrics_as_floats
 
 log = logging.getLogger("svblur")
 
 
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` as given, or for ``ckpt_path=last``
+    the newest ``checkpoints/last.ckpt`` of this job's output folder or, failing that, of
+    the earlier runs under ``${paths.log_dir}/${task_name}``."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) != "last":
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+        return str(ckpt_path)
+    output = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if output.is_file():
+        return str(output)
+    root = Path(cfg.paths.log_dir) / str(cfg.get("task_name", "train"))
+    found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoints/last.ckpt in '{output.parent.parent}' or under "
+            f"'{root}'; pass the checkpoint's path instead"
+        )
+    log.info("ckpt_path=last resolved to %s", found[-1])
+    return str(found[-1])
+
+
+def _resume_wandb_run(cfg: DictConfig, ckpt_path: str) -> None:
+    """Point the W&B logger at the run recorded in the checkpoint (same run continues)."""
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    if wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    run_id = checkpoint.get("wandb_run_id")
+    if run_id:
+        log.info("Resuming W&B run %s", run_id)
+        with open_dict(wandb_cfg):
+            wandb_cfg.id = run_id
+            wandb_cfg.resume = "allow"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model, then test the best checkpoint; return the logged metrics.
+
+    ``ckpt_path`` resumes training (step count, LR schedule, data order, W&B run) from a
+    checkpoint file, or from the newest ``last.ckpt`` with ``ckpt_path=last``.
 
     Args:
         cfg: A config composed from ``conf/train.yaml``.
@@ -29,6 +73,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         Final training/validation metrics merged with the test metrics.
     """
     apply_extras(cfg)
+    ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
+    if ckpt_path is not None:
+        _resume_wandb_run(cfg, ckpt_path)
     datamodule, model, trainer = build(cfg)
     metrics: dict[str, Any] = {}
     try:
@@ -37,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(
                 model=model,
                 datamodule=datamodule,
-                ckpt_path=cfg.get("ckpt_path"),
+                ckpt_path=ckpt_path,
                 weights_only=True,
             )
             metrics.update(metrics_as_floats(trainer.callback_metrics))

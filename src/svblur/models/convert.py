@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -231,3 +232,351 @@ def to_official_cmos(
         KeyError: A key without released counterpart (ablations, single task, ``aux=False``).
     """
     return {prefix + svblur_to_official_key(k): v for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------------------
+# RRDB-SFT (stage 2) and BlindSR (stage 3)
+#
+# Released RRDB-SFT -> svblur :class:`~svblur.models.RRDBSFT`:
+#
+# ==========================================  ==========================================
+# ``blur_conv.*`` / ``seg_conv.*``            ``prior.blur_embed.*`` / ``prior.seg_embed.*``
+# ``fuse.*`` (a GIA, names as above)          ``prior.fuse.*``
+# ``conv_first.*``, ``trunk_conv.*``          same
+# ``RRDB_trunk.{i}.SFT.mul_conv{1,2}.*``      ``trunk.{i}.sft.scale_conv{1,2}.*``
+# ``RRDB_trunk.{i}.SFT.add_conv{1,2}.*``      ``trunk.{i}.sft.shift_conv{1,2}.*``
+# ``RRDB_trunk.{i}.RDB{j}.conv{k}.*``         ``trunk.{i}.dense{j}.conv{k}.*``
+# ``upsampler.0.*``                           ``upsample.conv.*``
+# ==========================================  ==========================================
+#
+# A released stage-3 file (``BlindSR_*.pth``) holds the CMOS under ``cmos.`` and the
+# RRDB-SFT keys without prefix; svblur's :class:`~svblur.models.BlindSR` holds them as
+# ``estimator.*`` and ``sr.*``.
+# --------------------------------------------------------------------------------------
+
+__all__ += [
+    "CheckpointMismatchError",
+    "detect_official_kind",
+    "from_official_blind_sr",
+    "from_official_rrdb_sft",
+    "load_weights",
+    "official_to_svblur_rrdb_sft_key",
+    "read_state_dict",
+    "svblur_to_official_rrdb_sft_key",
+    "to_official_blind_sr",
+    "to_official_rrdb_sft",
+]
+
+_RRDB_TOP: tuple[tuple[str, str], ...] = (
+    ("blur_conv", "prior.blur_embed"),
+    ("seg_conv", "prior.seg_embed"),
+    ("conv_first", "conv_first"),
+    ("trunk_conv", "trunk_conv"),
+    ("upsampler.0", "upsample.conv"),
+)
+_SFT_PARTS = (
+    ("mul_conv1", "scale_conv1"),
+    ("mul_conv2", "scale_conv2"),
+    ("add_conv1", "shift_conv1"),
+    ("add_conv2", "shift_conv2"),
+)
+
+
+def _convert_rrdb_key(key: str, reverse: bool) -> str | None:
+    for official, ours in _RRDB_TOP:
+        src, dst = (ours, official) if reverse else (official, ours)
+        if key.startswith(src + "."):
+            return dst + key[len(src) :]
+    src, dst = ("prior.fuse.", "fuse.") if reverse else ("fuse.", "prior.fuse.")
+    if key.startswith(src):
+        inner = _map_part(key[len(src) :], _GIA_PARTS, reverse)
+        return None if inner is None else dst + inner
+    if reverse:
+        match = re.fullmatch(r"trunk\.(?P<i>\d+)\.(?P<rest>.+)", key)
+        if match is None:
+            return None
+        rest = match["rest"]
+        dense = re.fullmatch(r"dense(?P<j>[123])\.(?P<rest>conv[1-5]\..+)", rest)
+        if dense:
+            return f"RRDB_trunk.{match['i']}.RDB{dense['j']}.{dense['rest']}"
+        if rest.startswith("sft."):
+            inner = _map_part(rest[4:], _SFT_PARTS, reverse=True)
+            return None if inner is None else f"RRDB_trunk.{match['i']}.SFT.{inner}"
+        return None
+    match = re.fullmatch(r"RRDB_trunk\.(?P<i>\d+)\.(?P<rest>.+)", key)
+    if match is None:
+        return None
+    rest = match["rest"]
+    dense = re.fullmatch(r"RDB(?P<j>[123])\.(?P<rest>conv[1-5]\..+)", rest)
+    if dense:
+        return f"trunk.{match['i']}.dense{dense['j']}.{dense['rest']}"
+    if rest.startswith("SFT."):
+        inner = _map_part(rest[4:], _SFT_PARTS, reverse=False)
+        return None if inner is None else f"trunk.{match['i']}.sft.{inner}"
+    return None
+
+
+def official_to_svblur_rrdb_sft_key(key: str) -> str:
+    """Map one released RRDB-SFT key (no prefix) to svblur's :class:`RRDBSFT` key.
+
+    Raises:
+        KeyError: ``key`` is not a key of the released RRDB-SFT.
+    """
+    mapped = _convert_rrdb_key(key, reverse=False)
+    if mapped is None:
+        raise KeyError(f"unknown key in the released RRDB-SFT state dict: {key!r}")
+    return mapped
+
+
+def svblur_to_official_rrdb_sft_key(key: str) -> str:
+    """Map one svblur :class:`RRDBSFT` key to the released name.
+
+    Raises:
+        KeyError: ``key`` has no released counterpart (e.g. ``seg_encoding="none"``).
+    """
+    mapped = _convert_rrdb_key(key, reverse=True)
+    if mapped is None:
+        raise KeyError(f"svblur RRDB-SFT key without a released counterpart: {key!r}")
+    return mapped
+
+
+def _rrdb_sft_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """Architecture of a converted RRDB-SFT state dict (read from its shapes)."""
+    needed = ("prior.blur_embed.weight", "conv_first.weight", "trunk.0.dense1.conv1.weight")
+    for key in needed:
+        if key not in state:
+            raise KeyError(f"cannot read the RRDB-SFT architecture: {key!r} missing")
+    blocks = 1 + max(
+        int(m["i"]) for k in state if (m := re.match(r"trunk\.(?P<i>\d+)\.", k)) is not None
+    )
+    seg_weight = state.get("prior.seg_embed.weight")
+    seg_channels = None if seg_weight is None else int(seg_weight.shape[1])
+    out_weight = state.get("upsample.conv.weight")
+    conv_first = state["conv_first.weight"]
+    out_channels = 3
+    scale = 4
+    if out_weight is not None:
+        scale = int(round((out_weight.shape[0] / out_channels) ** 0.5))
+    return {
+        "in_channels": int(conv_first.shape[1]),
+        "num_features": int(conv_first.shape[0]),
+        "num_blocks": blocks,
+        "growth_channels": int(state["trunk.0.dense1.conv1.weight"].shape[0]),
+        "prior_channels": int(state["prior.blur_embed.weight"].shape[0]),
+        "seg_encoding": "none"
+        if seg_channels is None
+        else ("index" if seg_channels == 1 else "onehot"),
+        "num_classes": None if seg_channels in (None, 1) else seg_channels,
+        "scale": scale,
+    }
+
+
+def _expected_rrdb_sft_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Size]:
+    from .rrdb_sft import RRDBSFT
+
+    kwargs = _rrdb_sft_kwargs(state)
+    with torch.device("meta"):
+        model = RRDBSFT(**kwargs)  # type: ignore[arg-type]
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def from_official_rrdb_sft(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a released RRDB-SFT state dict for :class:`~svblur.models.RRDBSFT`.
+
+    The architecture (prior channels, number of blocks, ...) is read from the shapes; the
+    released files load into ``RRDBSFT(prior_channels=64)`` (all other arguments default).
+
+    Args:
+        state_dict: The released state dict; keys may carry ``module.``.
+
+    Returns:
+        A state dict that loads with ``strict=True`` (same tensors, renamed).
+
+    Raises:
+        KeyError: An unknown key (named), a duplicate, or missing keys of the architecture.
+        ValueError: A tensor whose shape does not fit the architecture.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    for raw_key, value in state_dict.items():
+        key = official_to_svblur_rrdb_sft_key(strip_prefixes(raw_key, ("module.",)))
+        if key in converted:
+            raise KeyError(f"duplicate entry for {key!r}: {sources[key]!r} and {raw_key!r}")
+        converted[key] = value
+        sources[key] = raw_key
+    expected = _expected_rrdb_sft_state(converted)
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        names = [svblur_to_official_rrdb_sft_key(k) for k in missing]
+        raise KeyError(f"{len(missing)} released RRDB-SFT keys missing, e.g. {names[:5]}")
+    for key, value in converted.items():
+        if key not in expected:
+            raise KeyError(f"unknown key in the released RRDB-SFT state dict: {sources[key]!r}")
+        if tuple(value.shape) != tuple(expected[key]):
+            raise ValueError(
+                f"{sources[key]}: shape {tuple(value.shape)}, expected {tuple(expected[key])}"
+            )
+    return converted
+
+
+def to_official_rrdb_sft(
+    state_dict: Mapping[str, torch.Tensor], prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`from_official_rrdb_sft`: svblur's RRDBSFT -> released key names."""
+    return {prefix + svblur_to_official_rrdb_sft_key(k): v for k, v in state_dict.items()}
+
+
+def _is_cmos_key(key: str) -> bool:
+    return key.removeprefix("module.").startswith("cmos.")
+
+
+def from_official_blind_sr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a released stage-3 file (``cmos.*`` + RRDB-SFT keys) for :class:`BlindSR`.
+
+    Returns:
+        A state dict of ``BlindSR(CMOS(num_classes=K), RRDBSFT(prior_channels=64))`` with
+        keys ``estimator.*`` and ``sr.*``; loads with ``strict=True``.
+
+    Raises:
+        KeyError / ValueError: As :func:`from_official_cmos` and :func:`from_official_rrdb_sft`,
+            naming the offending key.
+    """
+    cmos = {k: v for k, v in state_dict.items() if _is_cmos_key(k)}
+    rest = {k: v for k, v in state_dict.items() if not _is_cmos_key(k)}
+    if not cmos:
+        raise KeyError("no 'cmos.' keys: not a released stage-3 (BlindSR) file")
+    if not rest:
+        raise KeyError("no RRDB-SFT keys next to the 'cmos.' keys: not a stage-3 file")
+    out = {f"estimator.{k}": v for k, v in from_official_cmos(cmos).items()}
+    out.update({f"sr.{k}": v for k, v in from_official_rrdb_sft(rest).items()})
+    return out
+
+
+def to_official_blind_sr(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`from_official_blind_sr`."""
+    est = {k[len("estimator.") :]: v for k, v in state_dict.items() if k.startswith("estimator.")}
+    sr = {k[len("sr.") :]: v for k, v in state_dict.items() if k.startswith("sr.")}
+    if len(est) + len(sr) != len(state_dict):
+        odd = sorted(k for k in state_dict if not k.startswith(("estimator.", "sr.")))
+        raise KeyError(f"BlindSR keys must start with 'estimator.' or 'sr.', got e.g. {odd[:5]}")
+    return {**to_official_cmos(est, prefix="cmos."), **to_official_rrdb_sft(sr)}
+
+
+def detect_official_kind(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Which released file ``state_dict`` looks like: ``cmos``, ``rrdb_sft`` or ``blind_sr``.
+
+    Returns ``None`` for anything else (e.g. an svblur state dict). A stage-3 file is
+    recognised by ``cmos.`` keys next to the RRDB-SFT's ``conv_first`` and ``RRDB_trunk``.
+    """
+    keys = [strip_prefixes(k, ("module.",)) for k in state_dict]
+    has_cmos = any(k.startswith("cmos.") for k in keys) or any(
+        k.startswith(("GIA_m.", "GIA_l.", "predict.")) or ".refinement." in k for k in keys
+    )
+    has_rrdb = "conv_first.weight" in keys and any(k.startswith("RRDB_trunk.") for k in keys)
+    if has_cmos and has_rrdb:
+        return "blind_sr"
+    if has_rrdb:
+        return "rrdb_sft"
+    if has_cmos:
+        return "cmos"
+    return None
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is loaded into (keys or shapes differ)."""
+
+
+def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file or mapping, safely (``weights_only=True``).
+
+    Accepts a plain state dict, a Lightning checkpoint (its ``state_dict``) or a dict with
+    ``state_dict``/``model``/``params`` entries; ``module.`` prefixes are removed.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint file at '{path}'")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        obj = source
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "params"):
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{source!r} does not hold a state dict of tensors")
+    return {strip_prefixes(k, ("module.",)): v for k, v in obj.items()}
+
+
+def _select_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Drop a wrapper prefix such as Lightning's ``net.`` when that makes the keys fit."""
+    if set(state) & expected:
+        return state
+    for prefix in ("net.", "model.", "estimator.", "sr.", "net.estimator.", "net.sr."):
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub and set(sub) & expected:
+            return sub
+    return state
+
+
+def load_weights(
+    module: torch.nn.Module, source: str | Path | Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Load a checkpoint into a CMOS, RRDBSFT or BlindSR (or any module) strictly.
+
+    ``source`` may be an svblur state dict, a Lightning checkpoint of an svblur system
+    (``net.`` prefix; a stage-1/2 checkpoint also loads into the ``estimator``/``sr`` of a
+    BlindSR), or one of the authors' released files (converted on the fly). Files are read
+    with ``torch.load(..., weights_only=True)``.
+
+    Returns:
+        The state dict that was loaded.
+
+    Raises:
+        CheckpointMismatchError: Keys are missing or unexpected, or shapes differ; the
+            message names them.
+    """
+    from .blind_sr import BlindSR
+    from .cmos import CMOS
+    from .rrdb_sft import RRDBSFT
+
+    state = read_state_dict(source)
+    expected = module.state_dict()
+    kind = detect_official_kind(state)
+    if kind is not None and not set(state) <= set(expected):
+        converters = {"cmos": from_official_cmos, "rrdb_sft": from_official_rrdb_sft}
+        if kind == "blind_sr" and isinstance(module, BlindSR):
+            state = from_official_blind_sr(state)
+        elif kind == "blind_sr" and isinstance(module, CMOS):
+            state = from_official_cmos({k: v for k, v in state.items() if _is_cmos_key(k)})
+        elif kind == "blind_sr" and isinstance(module, RRDBSFT):
+            state = from_official_rrdb_sft({k: v for k, v in state.items() if not _is_cmos_key(k)})
+        elif kind in converters:
+            state = converters[kind](state)
+    state = _select_prefix(state, set(expected))
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        name = source if isinstance(source, (str, Path)) else "the state dict"
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {missing[:8]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:8]}")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches, e.g. {shapes[:8]}")
+        raise CheckpointMismatchError(
+            f"checkpoint {name} does not fit {type(module).__name__}: "
+            + "; ".join(parts)
+            + ". Was it saved from a different model or config (num_classes, num_blocks, "
+            "prior_channels, seg_encoding, gia variant)?"
+        )
+    module.load_state_dict(state, strict=True)
+    return state

@@ -1,7 +1,16 @@
-"""LightningModules (training systems), their losses and schedules."""
+"""LightningModules (training systems), their losses, schedules and callbacks."""
 
+from .callbacks import LastCheckpoint
 from .losses import BlurSemanticsLoss
 from .multitask import BlurSemanticsTask
 from .schedules import WarmupCosineLR
+from .sr import BlindSRTask, NonBlindSRTask
 
-__all__ = ["BlurSemanticsLoss", "BlurSemanticsTask", "WarmupCosineLR"]
+__all__ = [
+    "BlindSRTask",
+    "BlurSemanticsLoss",
+    "BlurSemanticsTask",
+    "LastCheckpoint",
+    "NonBlindSRTask",
+    "WarmupCosineLR",
+]

@@ -52,9 +52,13 @@ class BlurSemanticsLoss(nn.Module):
             if prefix + "seg" in outputs:
                 logits = outputs[prefix + "seg"].float()
                 self._check_shape(prefix + "seg", logits[:, 0], batch["seg"])
-                terms[prefix + "seg"] = weight * F.cross_entropy(
-                    logits, batch["seg"], ignore_index=self.ignore_index
+                # Mean over labelled pixels; 0 (not NaN) for a batch with none (e.g. the
+                # built-in data's real crops carry no labels).
+                ce = F.cross_entropy(
+                    logits, batch["seg"], ignore_index=self.ignore_index, reduction="sum"
                 )
+                labelled = (batch["seg"] != self.ignore_index).sum().clamp(min=1)
+                terms[prefix + "seg"] = weight * ce / labelled
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 

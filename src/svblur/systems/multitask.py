@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from svblur.metrics import BlurPSNR, BlurSSIM, MeanIoU
+from svblur.metrics import BlurPSNR, BlurSSIM, BoundaryBlurError, MeanIoU
 
 from .losses import BlurSemanticsLoss
 from .visualize import prediction_panel
@@ -69,12 +69,20 @@ class BlurSemanticsTask(L.LightningModule):
         # when the data module defines ``test_group_names`` (e.g. the five BSR groups).
         self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
         self.test_groups: list[str] = []
+        self.skipped_steps = 0
 
     def _new_metrics(self) -> nn.ModuleDict:
         return nn.ModuleDict(
             {
                 "blur/psnr": BlurPSNR(self.hparams.blur_norm),
                 "blur/ssim": BlurSSIM(self.hparams.blur_norm),
+                # sigma MAE over all pixels and, where batches carry depth, near depth
+                # discontinuities (svblur.metrics.boundary)
+                "blur/mae": BoundaryBlurError("mae", region="all"),
+                "blur/boundary_mae": BoundaryBlurError("mae", region="boundary"),
+                "blur/boundary_psnr": BoundaryBlurError(
+                    "psnr", region="boundary", blur_norm=self.hparams.blur_norm
+                ),
                 "seg/miou": MeanIoU(self.hparams.num_classes),
             }
         )
@@ -84,7 +92,9 @@ class BlurSemanticsTask(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
-            self.net = torch.compile(self.net)
+            # In place (nn.Module.compile): parameter names, and so checkpoints, stay
+            # those of the plain network.
+            self.net.compile()
 
     def _shared_step(
         self, batch: dict[str, torch.Tensor], stage: str
@@ -116,6 +126,11 @@ class BlurSemanticsTask(L.LightningModule):
         if "blur" in outputs:
             metrics["blur/psnr"].update(outputs["blur"].float(), batch["blur"])
             metrics["blur/ssim"].update(outputs["blur"].float(), batch["blur"])
+            metrics["blur/mae"].update(outputs["blur"].float(), batch["blur"])
+            depth = batch.get("depth")
+            if depth is not None and depth.shape == batch["blur"].shape:
+                for name in ("blur/boundary_mae", "blur/boundary_psnr"):
+                    metrics[name].update(outputs["blur"].float(), batch["blur"], depth)
         if "seg" in outputs:
             metrics["seg/miou"].update(outputs["seg"].float(), batch["seg"])
 
@@ -129,14 +144,19 @@ class BlurSemanticsTask(L.LightningModule):
                 value = metric.compute()
                 metric.reset()
                 values.setdefault(name, []).append(value)
+                # torchmetrics already reduced the states over ranks: every rank holds the
+                # same value, and sync_dist (a mean of equal values) keeps Lightning content.
                 if group != stage:
-                    self.log(f"{stage}/{group}/{name}", value, add_dataloader_idx=False)
+                    self.log(
+                        f"{stage}/{group}/{name}", value, add_dataloader_idx=False, sync_dist=True
+                    )
         for name, vals in values.items():
             self.log(
                 f"{stage}/{name}",
                 torch.stack(vals).mean(),
                 prog_bar=stage == "val" and name != "blur/ssim",
                 add_dataloader_idx=False,
+                sync_dist=True,
             )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -167,6 +187,52 @@ class BlurSemanticsTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_groups or ["test"])
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step only on finite gradients: a NaN/inf step is skipped and counted.
+
+        The closure (forward, loss, backward) runs first; if any gradient is not finite
+        (after the DDP all-reduce, so every rank decides alike) the gradients are zeroed,
+        the weights and optimizer state stay untouched, and ``train/skipped_steps``
+        counts it. With fp16 mixed precision the GradScaler already does this (and must
+        see the step to lower its scale), so it is left to it.
+        """
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if optimizer_closure is not None:
+            optimizer_closure()
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        grads = [g for g in grads if g is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            log.warning(
+                "non-finite gradients at epoch %d, batch %d: optimizer step skipped "
+                "(%d skipped so far)",
+                epoch,
+                batch_idx,
+                self.skipped_steps,
+            )
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The W&B run id, so that resuming from this checkpoint continues the same run.
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger" and logger.version:
+                checkpoint["wandb_run_id"] = str(logger.version)
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]

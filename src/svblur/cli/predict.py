@@ -1,0 +1,259 @@
+"""``svblur-predict``: blind SR of real images with a stage-3 (BlindSR) checkpoint.
+
+Example:
+    svblur-predict ckpt=BlindSR_NYUv2_BSR.pth input=photos/ output=results/
+
+For every readable image ``<stem>.<ext>`` of ``input`` (a file or a folder) it writes to
+``output``: ``<stem>_sr.png`` (the x4 SR image), ``<stem>_blur.png`` (the estimated blur
+sigma map, colour-mapped, with a colour bar), ``<stem>_blur_x10.png`` (the same map as a
+uint16 PNG holding ``round(sigma * 10)``, the data sets' format) and ``<stem>_seg.png``
+(class map, palette PNG: pixel value = class index). Images are processed in overlapping
+tiles on the device and blended on the CPU (:class:`svblur.inference.TiledPredictor`), so
+any size works with bounded device memory. Unreadable files are reported and skipped; a
+summary ends the run (and ``summary.json`` in ``output``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from svblur.degradation import blur_map_to_png
+from svblur.inference import TiledPredictor
+from svblur.models.convert import load_weights, read_state_dict
+from svblur.systems.visualize import colorize_scalar, palette
+
+from ._common import apply_extras, config_dir, ensure_tty_safe, require
+
+log = logging.getLogger("svblur")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+_CLASS_KEYS = ("output_heads.seg.classifier.weight", "predict.seg.last_layer.3.weight")
+
+
+def find_inputs(path: Path) -> tuple[list[Path], list[Path]]:
+    """Image files of ``path`` (a file or a folder, sorted) and the other files left out."""
+    if path.is_file():
+        return [path], []
+    if not path.is_dir():
+        raise FileNotFoundError(f"input: no file or folder at '{path}'")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """An image file as ``(1, 3, h, w)`` float32 RGB in ``[0, 1]`` (16-bit files keep precision)."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(image, dtype=np.float32) / 65535.0
+            array = np.repeat(array[..., None], 3, axis=2)
+        else:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if array.ndim != 3 or min(array.shape[:2]) < 1:
+        raise ValueError(f"unexpected image shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+
+
+def blur_colorbar_image(sigma: torch.Tensor, vmax: float) -> Image.Image:
+    """Colour-mapped sigma map ``(H, W)`` with a labelled colour bar on the right."""
+    height, width = sigma.shape
+    rgb = colorize_scalar(sigma[None, None].clamp(min=0), vmax)[0]
+    bar_w = max(12, width // 40)
+    label_w = 7 * 6 + 8
+    ramp = torch.linspace(vmax, 0.0, height).view(1, 1, height, 1).expand(1, 1, height, bar_w)
+    bar = colorize_scalar(ramp, vmax)[0]
+    canvas = torch.ones(3, height, width + 6 + bar_w + label_w)
+    canvas[:, :, :width] = rgb
+    canvas[:, :, width + 6 : width + 6 + bar_w] = bar
+    array = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(array)
+    draw = ImageDraw.Draw(image)
+    x = width + 6 + bar_w + 3
+    for frac in (0.0, 0.5, 1.0):
+        y = int(round((1 - frac) * (height - 1)))
+        draw.line([(x - 3, y), (x, y)], fill=(0, 0, 0))
+        draw.text(
+            (x + 2, min(max(0, y - 5), max(0, height - 11))), f"{frac * vmax:.1f}", fill=(0, 0, 0)
+        )
+    if height > 40:
+        draw.text((x + 2, height // 4), "sigma", fill=(0, 0, 0))
+        draw.text((x + 2, height // 4 + 11), "(px)", fill=(0, 0, 0))
+    return image
+
+
+def save_outputs(
+    result: dict[str, torch.Tensor],
+    out_dir: Path,
+    stem: str,
+    num_classes: int,
+    blur_vmax: float | None,
+) -> list[Path]:
+    """Write the SR image, blur map (colour + uint16 x10) and class map of one image."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    sr = (result["sr"].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path = out_dir / f"{stem}_sr.png"
+    Image.fromarray(sr).save(path)
+    written.append(path)
+    sigma = result["blur"][0].clamp(min=0)
+    vmax = float(blur_vmax) if blur_vmax else max(1.0, float(sigma.max()))
+    path = out_dir / f"{stem}_blur.png"
+    blur_colorbar_image(sigma, vmax).save(path)
+    written.append(path)
+    path = out_dir / f"{stem}_blur_x10.png"
+    blur_map_to_png(sigma.clamp(max=6553.5).numpy(), path)
+    written.append(path)
+    labels = result["seg"].clamp(0, 255).numpy().astype(np.uint8)
+    seg = Image.fromarray(labels, mode="P")
+    colours = (palette(min(num_classes, 256)) * 255).round().to(torch.uint8).flatten().tolist()
+    seg.putpalette(colours + [0] * (768 - len(colours)))
+    path = out_dir / f"{stem}_seg.png"
+    seg.save(path)
+    written.append(path)
+    return written
+
+
+def num_classes_of(state: dict[str, torch.Tensor]) -> int | None:
+    """Number of semantic classes of a (stage-3 or stage-1) checkpoint, if it says."""
+    for key, value in state.items():
+        if key.endswith(_CLASS_KEYS):
+            return int(value.shape[0])
+    return None
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _unique_stems(paths: list[Path]) -> dict[Path, str]:
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:]}" for p in paths}
+
+
+def build_model(cfg: DictConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The BlindSR network of ``cfg.model.net`` with the checkpoint's weights."""
+    classes = num_classes_of(state)
+    if classes is not None and classes != cfg.data.num_classes:
+        log.info("checkpoint has %d classes; using data.num_classes=%d", classes, classes)
+        with open_dict(cfg):
+            cfg.data.num_classes = classes
+    net = instantiate(require(cfg, "model.net", "a BlindSR network config (model=blind_sr)"))
+    load_weights(net, state)
+    return net.eval()
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Run blind SR over ``cfg.input`` and write the results to ``cfg.output``.
+
+    Returns:
+        Summary: ``processed`` (names), ``failed`` (name -> reason), ``ignored`` (files
+        without an image suffix), ``seconds``, ``tile_size`` (smallest tile size used).
+    """
+    apply_extras(cfg)
+    ckpt = Path(require(cfg, "ckpt", "the BlindSR checkpoint (ckpt=PATH)"))
+    inputs, ignored = find_inputs(Path(require(cfg, "input", "an image file or folder")))
+    out_dir = Path(require(cfg, "output", "the output folder (output=DIR)"))
+    state = read_state_dict(ckpt)
+    net = build_model(cfg, state)
+    device = _device(str(cfg.get("device", "auto")))
+    net.to(device)
+    scale = int(net.sr.scale)
+
+    def run(lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = net(lr)
+        return {"sr": out["sr"], "blur": out["blur"], "seg": out["seg"]}
+
+    predictor = TiledPredictor(
+        run,
+        scale=scale,
+        tile_size=int(cfg.tile_size),
+        overlap=int(cfg.tile_overlap),
+        device=device,
+        precision=str(cfg.precision),
+        min_tile_size=int(cfg.min_tile_size),
+    )
+    summary: dict[str, Any] = {
+        "processed": [],
+        "failed": {},
+        "ignored": [p.name for p in ignored],
+        "tile_size": int(cfg.tile_size),
+    }
+    start = time.perf_counter()
+    stems = _unique_stems(inputs)
+    for path in inputs:
+        try:
+            lr = read_rgb(path)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            log.warning("skipping %s: cannot read it as an image (%s)", path.name, err)
+            summary["failed"][path.name] = f"unreadable: {err}"
+            continue
+        try:
+            t0 = time.perf_counter()
+            result = predictor(lr)
+            save_outputs(result, out_dir, stems[path], cfg.data.num_classes, cfg.blur_vmax)
+        except Exception as err:  # one bad image must not abort the batch
+            log.exception("failed on %s", path.name)
+            summary["failed"][path.name] = f"{type(err).__name__}: {err}"
+            continue
+        summary["tile_size"] = min(summary["tile_size"], predictor.used_tile_size)
+        summary["processed"].append(path.name)
+        log.info(
+            "%s: %dx%d -> %dx%d in %.1f s",
+            path.name,
+            lr.shape[-1],
+            lr.shape[-2],
+            lr.shape[-1] * scale,
+            lr.shape[-2] * scale,
+            time.perf_counter() - t0,
+        )
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "done: %d processed, %d failed, %d ignored (not image files) in %.1f s; results in %s",
+        len(summary["processed"]),
+        len(summary["failed"]),
+        len(summary["ignored"]),
+        summary["seconds"],
+        out_dir,
+    )
+    for name, reason in summary["failed"].items():
+        log.info("  failed: %s (%s)", name, reason)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    summary = predict(cfg)
+    if not summary["processed"] and summary["failed"]:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import sys
+
+    ensure_tty_safe()
+    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
+        sys.argv.insert(1, f"--config-path={config_dir()}")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Tiled inference and the ``svblur-predict`` app (tiny untrained networks, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+from svblur.cli.predict import predict
+from svblur.degradation import blur_map_from_png
+from svblur.inference import TiledPredictor, tile_starts, tile_weights
+from svblur.models import CMOS, RRDBSFT, BlindSR
+
+from .conftest import CONFIG_DIR
+
+TINY_NET = [
+    "model.net.sr.num_features=8",
+    "model.net.sr.num_blocks=1",
+    "model.net.sr.growth_channels=4",
+    "model.net.sr.prior_channels=8",
+    "model.net.sr.gia_groups=2",
+    "model.net.sr.window_size=[8,8]",
+    "model.net.estimator.window_size=[4,5]",
+    "model.net.estimator.channels_last=false",
+]
+
+
+def tiny_blind_sr(num_classes: int = 6) -> BlindSR:
+    torch.manual_seed(0)
+    cmos = CMOS(num_classes=num_classes, window_size=(4, 5), channels_last=False)
+    sr = RRDBSFT(
+        num_features=8,
+        num_blocks=1,
+        growth_channels=4,
+        prior_channels=8,
+        gia_groups=2,
+        window_size=(8, 8),
+    )
+    return BlindSR(cmos, sr).eval()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> float:
+    return float(10 * torch.log10(peak**2 / (a - b).pow(2).mean()))
+
+
+def test_tile_starts_cover_the_image_with_the_overlap():
+    for length, tile, overlap in [
+        (100, 32, 8),
+        (33, 32, 8),
+        (32, 32, 8),
+        (10, 32, 8),
+        (257, 64, 16),
+    ]:
+        starts = tile_starts(length, tile, overlap)
+        size = min(tile, length)
+        assert starts[0] == 0 and starts[-1] + size == length
+        assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))
+    weights = tile_weights((8, 8), 4, (True, False, False, True))
+    assert weights[0, 0] < weights[4, 0] and weights[-1, 0] == 1 and weights[4, -1] < 1
+
+
+def test_tiled_and_untiled_predictions_agree():
+    net = tiny_blind_sr()
+    lr = torch.rand(1, 3, 30, 42, generator=torch.Generator().manual_seed(1))
+
+    def run(x):
+        out = net(x)
+        return {"sr": out["sr"], "blur": out["blur"], "seg": out["seg"]}
+
+    whole = TiledPredictor(run, tile_size=64, overlap=8)(lr)
+    sizes: list[tuple[int, int]] = []
+
+    def run_spy(x):
+        sizes.append(tuple(x.shape[-2:]))
+        return run(x)
+
+    tiled = TiledPredictor(run_spy, tile_size=24, overlap=8)(lr)
+    assert len(sizes) == 6 and max(max(s) for s in sizes) <= 24  # bounded tiles
+    assert tiled["sr"].shape == (3, 120, 168) and tiled["seg"].shape == (120, 168)
+    assert psnr(tiled["sr"], whole["sr"]) >= 40.0
+    assert tiled["seg"].dtype == torch.int64
+
+
+def _fake(fail_above: int | None = None, nan_in_half: bool = False):
+    calls: list[tuple[int, int]] = []
+
+    def fn(x):
+        calls.append(tuple(x.shape[-2:]))
+        if fail_above is not None and max(x.shape[-2:]) > fail_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        sr = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        if nan_in_half and torch.is_autocast_enabled("cpu"):
+            sr = sr * float("nan")
+        return {"sr": sr, "blur": sr[:, :1], "seg": torch.cat([sr[:, :1], 1 - sr[:, :1]], 1)}
+
+    return fn, calls
+
+
+def test_out_of_memory_shrinks_tiles_and_nan_falls_back_to_fp32():
+    lr = torch.rand(1, 3, 40, 50)
+    fn, calls = _fake(fail_above=20)
+    predictor = TiledPredictor(fn, scale=2, tile_size=64, overlap=4, min_tile_size=8)
+    out = predictor(lr)
+    assert predictor.used_tile_size == 16 and max(max(c) for c in calls[-4:]) <= 16
+    torch.testing.assert_close(out["sr"], torch.nn.functional.interpolate(lr, scale_factor=2)[0])
+    fn, _ = _fake(fail_above=2)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        TiledPredictor(fn, scale=2, tile_size=16, overlap=4, min_tile_size=8)(lr)
+
+    fn, _ = _fake(nan_in_half=True)
+    predictor = TiledPredictor(fn, scale=2, tile_size=32, overlap=4, precision="bf16")
+    out = predictor(lr)
+    assert predictor.fp32_fallbacks > 0 and torch.isfinite(out["sr"]).all()
+
+
+def _predict_cfg(tmp_path: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose(config_name="predict", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_predict_app_on_a_folder_of_mixed_images(tmp_path):
+    net = tiny_blind_sr(num_classes=6)
+    ckpt = tmp_path / "stage3.ckpt"  # a Lightning checkpoint of a stage-3 system
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(photos / "odd.png")
+    Image.fromarray(rng.integers(0, 255, (16, 2050, 3), dtype=np.uint8)).save(photos / "wide.jpg")
+    Image.fromarray(rng.integers(0, 255, (9, 12), dtype=np.uint8)).save(photos / "gray.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    (photos / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    cfg = _predict_cfg(
+        tmp_path,
+        [f"ckpt={ckpt}", f"input={photos}", f"output={out}", "tile_size=1100", "tile_overlap=16"]
+        + TINY_NET,
+    )
+    summary = predict(cfg)
+
+    assert sorted(summary["processed"]) == ["gray.png", "odd.png", "wide.jpg"]
+    assert list(summary["failed"]) == ["broken.png"] and summary["ignored"] == ["notes.txt"]
+    assert json.loads((out / "summary.json").read_text())["processed"] == summary["processed"]
+    for stem, (h, w) in {"odd": (37, 53), "wide": (16, 2050), "gray": (9, 12)}.items():
+        with Image.open(out / f"{stem}_sr.png") as sr:
+            assert sr.size == (4 * w, 4 * h) and sr.mode == "RGB"
+        with Image.open(out / f"{stem}_seg.png") as seg:
+            assert seg.mode == "P" and seg.size == (4 * w, 4 * h)
+            assert np.asarray(seg).max() < 6  # class indices of the 6-class checkpoint
+        with Image.open(out / f"{stem}_blur.png") as colour:
+            assert colour.size[1] == 4 * h and colour.size[0] > 4 * w  # map + colour bar
+        assert blur_map_from_png(out / f"{stem}_blur_x10.png").shape == (4 * h, 4 * w)
+
+
+def test_predict_reports_a_checkpoint_of_another_model(tmp_path):
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"net.foo.weight": torch.zeros(2)}}, ckpt)
+    (tmp_path / "in.png").write_bytes(b"")
+    cfg = _predict_cfg(tmp_path, [f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", "output=x"])
+    with pytest.raises(ValueError, match=r"missing keys.*unexpected keys.*foo\.weight"):
+        predict(cfg)
