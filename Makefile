@@ -48,6 +48,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/defocus_speed.py
 	$(BIN)/python benchmarks/cmos_speed.py
+	$(BIN)/python benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache logs

@@ -71,6 +71,18 @@ def loss_of(name: str, out, batch: int, size: tuple[int, int], device: str) -> t
     return F.l1_loss(sr.float(), torch.zeros_like(sr, dtype=torch.float))
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else the platform's machine name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -129,9 +141,7 @@ def worker(name: str, device: str, precision: str, args: argparse.Namespace) -> 
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
     return {
         "model": name,
-        "device": torch.cuda.get_device_name()
-        if device == "cuda"
-        else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "precision": precision,
         "lr_size": list(size),
