@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -15,13 +14,14 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from svblur.metrics import BlurPSNR, BlurSSIM, BoundaryBlurError, MeanIoU
 
+from .base import TrainingSystem
 from .losses import BlurSemanticsLoss
 from .visualize import prediction_panel
 
 log = logging.getLogger(__name__)
 
 
-class BlurSemanticsTask(L.LightningModule):
+class BlurSemanticsTask(TrainingSystem):
     """Train and evaluate any network that maps an LR image to blur and semantic maps.
 
     The network takes ``batch["lr"]`` ``(B, 3, h, w)`` and returns a dict holding
@@ -69,7 +69,6 @@ class BlurSemanticsTask(L.LightningModule):
         # when the data module defines ``test_group_names`` (e.g. the five BSR groups).
         self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
         self.test_groups: list[str] = []
-        self.skipped_steps = 0
 
     def _new_metrics(self) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -89,12 +88,6 @@ class BlurSemanticsTask(L.LightningModule):
 
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(lr)
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
-            # In place (nn.Module.compile): parameter names, and so checkpoints, stay
-            # those of the plain network.
-            self.net.compile()
 
     def _shared_step(
         self, batch: dict[str, torch.Tensor], stage: str
@@ -187,68 +180,6 @@ class BlurSemanticsTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_groups or ["test"])
-
-    def optimizer_step(
-        self,
-        epoch: int,
-        batch_idx: int,
-        optimizer: Any,
-        optimizer_closure: Callable[[], Any] | None = None,
-    ) -> None:
-        """Step only on finite gradients: a NaN/inf step is skipped and counted.
-
-        The closure (forward, loss, backward) runs first; if any gradient is not finite
-        (after the DDP all-reduce, so every rank decides alike) the gradients are zeroed,
-        the weights and optimizer state stay untouched, and ``train/skipped_steps``
-        counts it. With fp16 mixed precision the GradScaler already does this (and must
-        see the step to lower its scale), so it is left to it.
-        """
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if optimizer_closure is not None:
-            optimizer_closure()
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-        grads = [g for g in grads if g is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
-        if finite:
-            optimizer.step()
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            log.warning(
-                "non-finite gradients at epoch %d, batch %d: optimizer step skipped "
-                "(%d skipped so far)",
-                epoch,
-                batch_idx,
-                self.skipped_steps,
-            )
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The W&B run id, so that resuming from this checkpoint continues the same run.
-        for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger" and logger.version:
-                checkpoint["wandb_run_id"] = str(logger.version)
-        checkpoint["skipped_steps"] = self.skipped_steps
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
-        steps_per_epoch = max(1, total_steps // max(1, max_epochs))
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     @torch.no_grad()
     def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:

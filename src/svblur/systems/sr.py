@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +33,7 @@ from svblur.models.blind_sr import BlindSR
 from svblur.models.convert import load_weights
 from svblur.models.rrdb_sft import RRDBSFT
 
+from .base import TrainingSystem
 from .multitask import log_panel
 from .visualize import colorize_labels, colorize_scalar
 
@@ -73,7 +73,7 @@ def _as_index(item: Any) -> int:
     return int(item[0]) if isinstance(item, (tuple, list)) else int(item)
 
 
-class SuperResolutionTask(L.LightningModule):
+class SuperResolutionTask(TrainingSystem):
     """Shared training/evaluation logic of the SR stages (subclasses define the forward).
 
     Args:
@@ -123,7 +123,7 @@ class SuperResolutionTask(L.LightningModule):
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters handed to the optimizer."""
+        """Parameters handed to the optimizer: the network's trainable ones."""
         return [p for p in self.net.parameters() if p.requires_grad]
 
     @property
@@ -317,27 +317,6 @@ class SuperResolutionTask(L.LightningModule):
         self.test_results = sorted(rows, key=lambda r: (order.get(r["group"], 0), r["index"]))
 
     # ------------------------------------------------------------------ optimization
-    def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit":
-            # In place (nn.Module.compile): parameter names, and so checkpoints, stay those
-            # of the plain network.
-            self.net.compile()
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainable_parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
-        steps_per_epoch = max(1, total_steps // max(1, max_epochs))
-        scheduler = self.scheduler_factory(
-            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
-
     # ------------------------------------------------------------------ images
     @torch.no_grad()
     def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:

@@ -1,0 +1,102 @@
+"""What every svblur training system shares: optimizer and schedule from config factories,
+in-place ``torch.compile``, a guard against non-finite steps, and the W&B run id in
+checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainingSystem"]
+
+
+class TrainingSystem(L.LightningModule):
+    """Base LightningModule. Subclasses set ``self.net``, ``self.optimizer_factory`` and
+    ``self.scheduler_factory`` and save a ``compile`` hyperparameter.
+
+    - :meth:`configure_optimizers`: ``optimizer_factory(params=trainable_parameters())``
+      and, when given, ``scheduler_factory(optimizer, total_steps=, steps_per_epoch=)``
+      stepped every batch.
+    - :meth:`optimizer_step`: steps only on finite gradients; a NaN/inf step is skipped
+      (weights and optimizer state untouched) and counted in ``train/skipped_steps``.
+    - checkpoints carry ``wandb_run_id`` (so that resuming continues the same W&B run) and
+      ``skipped_steps``.
+    """
+
+    skipped_steps: int = 0
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters handed to the optimizer."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("compile") and stage == "fit":
+            # In place (nn.Module.compile): parameter names, and so checkpoints, stay
+            # those of the plain network.
+            self.net.compile()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
+        steps_per_epoch = max(1, total_steps // max(1, max_epochs))
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step only on finite gradients: a NaN/inf step is skipped and counted.
+
+        The closure (forward, loss, backward) runs first; if any gradient is not finite
+        (after the DDP all-reduce, so every rank decides alike) the gradients are zeroed,
+        the weights and optimizer state stay untouched, and ``train/skipped_steps``
+        counts it. With fp16 mixed precision the GradScaler already does this (and must
+        see the step to lower its scale), so it is left to it.
+        """
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if optimizer_closure is not None:
+            optimizer_closure()
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads if g is not None)
+        if finite:
+            optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            log.warning(
+                "non-finite gradients at epoch %d, batch %d: optimizer step skipped "
+                "(%d skipped so far)",
+                epoch,
+                batch_idx,
+                self.skipped_steps,
+            )
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger" and logger.version:
+                checkpoint["wandb_run_id"] = str(logger.version)
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
