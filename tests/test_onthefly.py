@@ -21,15 +21,6 @@ from svblur.data.onthefly import (
 from .test_builders import make_cityscapes, make_nyuv2_mat
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny renders are dominated by thread start-up on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def nyu_raw(tmp_path_factory) -> dict:
     return make_nyuv2_mat(tmp_path_factory.mktemp("otf_nyu"))

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from svblur.data.samplers import ResumableDataMixin, make_loader
+from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import blur_map_from_png
 
 __all__ = [
@@ -642,17 +642,8 @@ class BSRDataModule(ResumableDataMixin, L.LightningDataModule):
         if key not in self.datasets:
             self.setup(None)
         # Seeded per-epoch order (resumable); unpadded evaluation shards under DDP.
-        return make_loader(
-            self.datasets[key],
-            batch_size,
-            train=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            drop_last=shuffle and len(self.datasets[key]) > batch_size,
-            resume=self.resume_position if shuffle else None,
-        )
+        drop_last = shuffle and len(self.datasets[key]) > batch_size
+        return self.loader(self.datasets[key], batch_size, train=shuffle, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from svblur.data.samplers import ResumableDataMixin, make_loader
+from svblur.data.samplers import ResumableDataMixin
 from svblur.data.synthetic import SyntheticDefocus
 from svblur.data.transforms import SigmaScaling
 
@@ -100,6 +100,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         self.scale = int(scale)
         self.num_classes = int(num_classes)
         self.batch_size = int(batch_size)
+        self.seed = int(seed)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
@@ -150,17 +151,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         # Training: order from (seed, epoch) and per-sample augmentation seeded from
         # (seed, index, epoch), so a resumed run sees exactly the data of an uninterrupted
         # one. Evaluation: unpadded shards, every image counted once under DDP.
-        return make_loader(
-            self._build(split),
-            self.batch_size,
-            train=shuffle,
-            seed=self._dataset_kwargs["seed"],
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            with_epoch=shuffle,
-            resume=self.resume_position if shuffle else None,
-        )
+        return self.loader(self._build(split), self.batch_size, train=shuffle, with_epoch=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

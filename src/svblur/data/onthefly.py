@@ -34,7 +34,7 @@ from svblur.data.builders.common import (
     render_sample,
     sample_camera,
 )
-from svblur.data.samplers import ResumableDataMixin, make_loader
+from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
 from svblur.degradation.resize import imresize
 
@@ -507,17 +507,8 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
 
     def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
         # Seeded per-epoch order (resumable); unpadded evaluation shards under DDP.
-        return make_loader(
-            self.datasets[key],
-            batch_size,
-            train=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            drop_last=shuffle and len(self.datasets[key]) > batch_size,
-            resume=self.resume_position if shuffle else None,
-        )
+        drop_last = shuffle and len(self.datasets[key]) > batch_size
+        return self.loader(self.datasets[key], batch_size, train=shuffle, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)

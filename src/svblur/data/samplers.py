@@ -122,7 +122,10 @@ def make_loader(
 
 
 class ResumableDataMixin:
-    """For LightningDataModules: store the training position in checkpoints.
+    """For LightningDataModules: store the training position in checkpoints, build loaders.
+
+    The module needs ``seed``, ``num_workers``, ``pin_memory`` and ``persistent_workers``
+    attributes for :meth:`loader`.
 
     Checkpoints get ``{"epoch", "batches_done"}`` from the trainer's progress; after
     loading one, :attr:`resume_position` holds it for :func:`make_loader`'s ``resume``.
@@ -140,3 +143,26 @@ class ResumableDataMixin:
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         if state_dict:
             self.resume_position = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+    def loader(
+        self,
+        dataset: Sized,
+        batch_size: int,
+        train: bool,
+        drop_last: bool = False,
+        with_epoch: bool = False,
+    ) -> DataLoader:
+        """:func:`make_loader` with this module's ``seed``, ``num_workers``, ``pin_memory``,
+        ``persistent_workers`` and, for training, its resume position."""
+        return make_loader(
+            dataset,
+            batch_size,
+            train=train,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            drop_last=drop_last,
+            with_epoch=with_epoch,
+            resume=self.resume_position if train else None,
+        )
