@@ -26,6 +26,8 @@ class TrainingSystem(L.LightningModule):
       stepped every batch.
     - :meth:`optimizer_step`: steps only on finite gradients; a NaN/inf step is skipped
       (weights and optimizer state untouched) and counted in ``train/skipped_steps``.
+    - evaluation groups: metrics per group, logged per group and as their mean
+      (:meth:`_log_metrics`), test groups from the data module's ``test_group_names``;
     - checkpoints carry ``wandb_run_id`` (so that resuming continues the same W&B run) and
       ``skipped_steps``.
     """
@@ -91,6 +93,49 @@ class TrainingSystem(L.LightningModule):
                 self.skipped_steps,
             )
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
+    # Evaluation groups: ``self.metrics`` maps "val", "test" and, when the data module
+    # defines ``test_group_names`` (e.g. the five BSR groups), one entry per test group to
+    # a ModuleDict of torchmetrics built by ``self._new_metrics()``.
+    def in_progress_bar(self, name: str) -> bool:
+        """Whether validation metric ``name`` is shown in the progress bar."""
+        return True
+
+    def _log_metrics(self, stage: str, groups: list[str]) -> None:
+        """Log each group's metrics and, for several groups, their mean under ``stage``."""
+        values: dict[str, list[torch.Tensor]] = {}
+        for group in groups:
+            for name, metric in self.metrics[group].items():
+                if not metric.update_called:
+                    continue
+                value = metric.compute()
+                metric.reset()
+                values.setdefault(name, []).append(value)
+                # torchmetrics already reduced the states over ranks: every rank holds the
+                # same value, and sync_dist (a mean of equal values) keeps Lightning content.
+                if group != stage:
+                    self.log(
+                        f"{stage}/{group}/{name}", value, add_dataloader_idx=False, sync_dist=True
+                    )
+        for name, vals in values.items():
+            self.log(
+                f"{stage}/{name}",
+                torch.stack(vals).mean(),
+                prog_bar=stage == "val" and self.in_progress_bar(name),
+                add_dataloader_idx=False,
+                sync_dist=True,
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", ["val"])
+
+    def on_test_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
+        for group in self.test_groups:
+            if group in self.metrics:
+                raise ValueError(f"test group name '{group}' clashes with a metric group")
+            self.metrics[group] = self._new_metrics().to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for logger in self.loggers:

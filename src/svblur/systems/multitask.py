@@ -127,47 +127,14 @@ class BlurSemanticsTask(TrainingSystem):
         if "seg" in outputs:
             metrics["seg/miou"].update(outputs["seg"].float(), batch["seg"])
 
-    def _log_metrics(self, stage: str, groups: list[str]) -> None:
-        """Log each group's metrics and, for several groups, their mean under ``stage``."""
-        values: dict[str, list[torch.Tensor]] = {}
-        for group in groups:
-            for name, metric in self.metrics[group].items():
-                if not metric.update_called:
-                    continue
-                value = metric.compute()
-                metric.reset()
-                values.setdefault(name, []).append(value)
-                # torchmetrics already reduced the states over ranks: every rank holds the
-                # same value, and sync_dist (a mean of equal values) keeps Lightning content.
-                if group != stage:
-                    self.log(
-                        f"{stage}/{group}/{name}", value, add_dataloader_idx=False, sync_dist=True
-                    )
-        for name, vals in values.items():
-            self.log(
-                f"{stage}/{name}",
-                torch.stack(vals).mean(),
-                prog_bar=stage == "val" and name != "blur/ssim",
-                add_dataloader_idx=False,
-                sync_dist=True,
-            )
+    def in_progress_bar(self, name: str) -> bool:
+        return name != "blur/ssim"
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         _, outputs = self._shared_step(batch, "val")
         self._update_metrics("val", outputs, batch)
         if batch_idx == 0 and self.hparams.log_images > 0:
             self._log_panel(batch, outputs)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", ["val"])
-
-    def on_test_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
-        for group in self.test_groups:
-            if group in self.metrics:
-                raise ValueError(f"test group name '{group}' clashes with a metric group")
-            self.metrics[group] = self._new_metrics().to(self.device)
 
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

@@ -170,25 +170,8 @@ class SuperResolutionTask(TrainingSystem):
         if "seg" in outputs and "seg/miou" in metrics:
             metrics["seg/miou"].update(sel(outputs["seg"]).float(), sel(batch["seg"]))
 
-    def _log_metrics(self, stage: str, groups: list[str]) -> None:
-        """Log each group's metrics and, for several groups, their mean under ``stage``."""
-        values: dict[str, list[torch.Tensor]] = {}
-        for group in groups:
-            for name, metric in self.metrics[group].items():
-                if not metric.update_called:
-                    continue
-                value = metric.compute()
-                metric.reset()
-                values.setdefault(name, []).append(value)
-                if group != stage:
-                    self.log(f"{stage}/{group}/{name}", value, add_dataloader_idx=False)
-        for name, vals in values.items():
-            self.log(
-                f"{stage}/{name}",
-                torch.stack(vals).mean(),
-                prog_bar=stage == "val" and name == "sr/psnr_y",
-                add_dataloader_idx=False,
-            )
+    def in_progress_bar(self, name: str) -> bool:
+        return name == "sr/psnr_y"
 
     # ------------------------------------------------------------------ steps
     def _step(
@@ -228,16 +211,8 @@ class SuperResolutionTask(TrainingSystem):
         if batch_idx == 0 and self.hparams.log_images > 0:
             self._log_panel(batch, outputs)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", ["val"])
-
     def on_test_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
-        for group in self.test_groups:
-            if group in self.metrics:
-                raise ValueError(f"test group name '{group}' clashes with a metric group")
-            self.metrics[group] = self._new_metrics().to(self.device)
+        super().on_test_start()
         self._test_rows = []
         self._positions = {}
         loaders = self.trainer.test_dataloaders
