@@ -15,7 +15,12 @@ from svblur.degradation import (
     solve_f_number,
 )
 from svblur.degradation._camera import coc_pixels
-from svblur.degradation.reference import fspecial_gaussian, render_defocus_reference
+from svblur.degradation._harmonic import prepare_fill
+from svblur.degradation.reference import (
+    fspecial_gaussian,
+    regionfill,
+    render_defocus_reference,
+)
 
 
 def _scene(height: int = 48, width: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +185,44 @@ def test_torch_input_returns_tensors() -> None:
     assert out.shape == (20, 24, 3) and out.dtype == torch.float32 and sigma.dtype == torch.float32
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_rendering_is_identical_to_one_thread(threads: int) -> None:
+    # Wide enough for several tiles per layer and a look-ahead of many layers.
+    image, depth = _scene(96, 160, seed=5)
+    focus = float(depth[60, 20])
+    one, sigma_one = render_defocus(image, depth, 50.0, focus, threads=1)
+    many, sigma_many = render_defocus(image, depth, 50.0, focus, threads=threads)
+    np.testing.assert_array_equal(many, one)
+    np.testing.assert_array_equal(sigma_many, sigma_one)
+    expected, _ = render_defocus_reference(image, depth, 50.0, focus)
+    assert np.abs(many - expected).max() * 255 < 0.01
+
+
+def test_fill_system_matches_regionfill_on_needed_parts() -> None:
+    rng = np.random.default_rng(7)
+    height, width = 40, 52
+    known = rng.random((height, width, 3))
+    region = np.zeros((height, width), dtype=bool)
+    region[3:9, 2:30] = True  # a strip touching nothing else
+    region[20:38, 10:14] = True  # an L-shaped part reaching the image border
+    region[34:40, 10:40] = True
+    region[12:16, 44:50] = True  # a part without needed pixels
+    rows, cols = np.nonzero(region)
+    needed = np.zeros(rows.size, dtype=bool)
+    needed[(rows == 5) & (cols == 20)] = True
+    needed[(rows == 39) & (cols == 35)] = True
+    system = prepare_fill(rows, cols, (height, width), needed)
+    assert system is not None
+    solution = system.solve(known[system.boundary_rows, system.boundary_cols])
+    expected = regionfill(known, region)
+    # Every pixel of the two needed parts is solved, the part without one is not.
+    solved = np.zeros_like(region)
+    solved[system.rows, system.cols] = True
+    np.testing.assert_array_equal(solved, region & ~(np.arange(width) >= 44)[None, :])
+    np.testing.assert_allclose(solution, expected[system.rows, system.cols], atol=1e-12)
+    assert prepare_fill(rows, cols, (height, width), np.zeros(rows.size, dtype=bool)) is None
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     image, depth = _scene()
@@ -200,6 +243,8 @@ def test_bad_inputs_raise_clear_errors() -> None:
         render_defocus(image, depth, 50.0, 40.0)
     with pytest.raises(ValueError, match="f_number"):
         render_defocus(image, depth, 50.0, 2500.0, f_number=0.0)
+    with pytest.raises(ValueError, match="threads"):
+        render_defocus(image, depth, 50.0, 2500.0, threads=0)
     with pytest.raises(ValueError, match="f_number"):
         defocus_sigma(depth, 10, 50.0, 2500.0, -1.0)
     with pytest.raises(ValueError, match="sigma"):

@@ -6,11 +6,17 @@ the neighbours inside the image (the image border is a zero-flux boundary) and
 ``v`` are the known values. Only the unknown pixels enter the system, which is
 solved exactly for all channels at once.
 
+The work is split in two: :func:`prepare_fill` builds and factorizes the system
+from the region alone, :func:`FillSystem.solve` takes the known values. The
+renderer prepares the fills of later layers while it composites earlier ones.
+
 The fill regions of the defocus renderer are thin (every unknown lies within a
 kernel radius of known pixels), so after a reverse Cuthill-McKee ordering the
 symmetric positive definite system is banded with a bandwidth of a few tens:
-LAPACK's banded Cholesky (``dpbsv``) solves it several times faster than a general
-sparse LU. Systems whose ordering stays wide fall back to SuperLU.
+LAPACK's banded Cholesky (``dpbtrf``/``dpbtrs``) solves it several times faster
+than a general sparse LU. It is called through ctypes, which releases the GIL, so
+factorizations in several threads run in parallel. Systems whose ordering stays
+wide fall back to SuperLU.
 """
 
 from __future__ import annotations
@@ -19,20 +25,24 @@ import ctypes
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy
+import scipy.ndimage as ndi
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.linalg import lapack
-from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-__all__ = ["harmonic_fill"]
+__all__ = ["FillSystem", "prepare_fill"]
 
 _STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 #: Above this bandwidth a banded Cholesky costs more than a sparse LU.
 _MAX_BANDWIDTH = 96
+_FOUR_NEIGHBOURS = ndi.generate_binary_structure(2, 1)
 
 
 @functools.cache
@@ -52,7 +62,7 @@ def _openblas_thread_setter() -> Callable[[int], int] | None:
 
 @contextmanager
 def _single_threaded_blas() -> Iterator[None]:
-    """Run SciPy's BLAS on the calling thread only.
+    """Run SciPy's BLAS on the calling thread only (the setting is per thread).
 
     The systems are small and solved one after another; OpenBLAS's worker threads
     only add synchronisation, which on a busy machine costs far more than the
@@ -69,120 +79,244 @@ def _single_threaded_blas() -> Iterator[None]:
         setter(max(previous, 1))
 
 
-def harmonic_fill(
+_INT_P = ctypes.POINTER(ctypes.c_int)
+
+
+@functools.cache
+def _cython_lapack(name: str) -> Any:
+    """SciPy's LAPACK routine ``name`` as a ctypes function (GIL released), or ``None``."""
+    try:
+        from scipy.linalg import cython_lapack
+
+        capsule = cython_lapack.__pyx_capi__[name]
+        api = ctypes.pythonapi
+        get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", api))
+        get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", api)
+        )
+        address = get_pointer(capsule, get_name(capsule))
+    except (ImportError, AttributeError, KeyError, ValueError):  # pragma: no cover
+        return None
+    arguments = {
+        # uplo, n, kd, ab, ldab, info
+        "dpbtrf": [ctypes.c_char_p, _INT_P, _INT_P, ctypes.c_void_p, _INT_P, _INT_P],
+        # uplo, n, kd, nrhs, ab, ldab, b, ldb, info
+        "dpbtrs": [
+            ctypes.c_char_p,
+            _INT_P,
+            _INT_P,
+            _INT_P,
+            ctypes.c_void_p,
+            _INT_P,
+            ctypes.c_void_p,
+            _INT_P,
+            _INT_P,
+        ],
+    }[name]
+    return ctypes.CFUNCTYPE(None, *arguments)(address)
+
+
+def _int(value: int) -> Any:
+    return ctypes.byref(ctypes.c_int(value))
+
+
+class _BandedCholesky:
+    """Banded Cholesky factor (upper, LAPACK band storage) of an SPD matrix."""
+
+    def __init__(self, band: np.ndarray) -> None:
+        """``band``: Fortran-ordered ``(kd + 1, n)``, overwritten by the factor."""
+        self.kd, self.size = band.shape[0] - 1, band.shape[1]
+        factorize = _cython_lapack("dpbtrf")
+        if factorize is None:  # pragma: no cover - SciPy without cython_lapack
+            band, info = lapack.dpbtrf(band, lower=0, overwrite_ab=1)
+        else:
+            status = ctypes.c_int(0)
+            factorize(
+                b"U", _int(self.size), _int(self.kd), band.ctypes.data,
+                _int(self.kd + 1), ctypes.byref(status),
+            )  # fmt: skip
+            info = status.value
+        if info != 0:  # pragma: no cover - the system is positive definite
+            raise RuntimeError(f"harmonic_fill: banded Cholesky failed (info={info})")
+        self.band = band
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """Solve for ``rhs`` ``(n, C)``; returns a new ``(n, C)`` array."""
+        substitute = _cython_lapack("dpbtrs")
+        if substitute is None:  # pragma: no cover - SciPy without cython_lapack
+            result, _ = lapack.dpbtrs(self.band, rhs, lower=0)
+            return result
+        result = np.array(rhs, dtype=np.float64, order="F")
+        status = ctypes.c_int(0)
+        substitute(
+            b"U", _int(self.size), _int(self.kd), _int(result.shape[1]),
+            self.band.ctypes.data, _int(self.kd + 1), result.ctypes.data,
+            _int(self.size), ctypes.byref(status),
+        )  # fmt: skip
+        return result
+
+
+@dataclass(frozen=True)
+class FillSystem:
+    """A factorized fill: which pixels are solved and where their known values lie.
+
+    Attributes:
+        rows: Row of each solved pixel, in the order of the solution ``(n,)``.
+        cols: Column of each solved pixel ``(n,)``.
+        boundary_rows: Row of each known neighbour term ``(m,)`` (a known pixel
+            appears once per unknown neighbour).
+        boundary_cols: Column of each known neighbour term ``(m,)``.
+        boundary_equation: The equation (index into ``rows``) each term enters.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    boundary_rows: np.ndarray
+    boundary_cols: np.ndarray
+    boundary_equation: np.ndarray
+    factor: Any
+
+    def solve(self, values: np.ndarray) -> np.ndarray:
+        """Solution ``(n, C)`` float64 for the known values ``(m, C)`` of the boundary terms."""
+        values = np.asarray(values, dtype=np.float64)
+        count = self.rows.size
+        rhs = np.stack(
+            [
+                np.bincount(self.boundary_equation, weights=values[:, c], minlength=count)
+                for c in range(values.shape[1])
+            ],
+            axis=1,
+        )
+        with _single_threaded_blas():
+            return self.factor.solve(rhs)
+
+
+def prepare_fill(
     rows: np.ndarray,
     cols: np.ndarray,
     shape: tuple[int, int],
-    known_value: Callable[[np.ndarray, np.ndarray], np.ndarray],
     needed: np.ndarray | None = None,
-) -> np.ndarray:
-    """Solve the Laplace equation on the pixels ``(rows, cols)``.
+) -> FillSystem | None:
+    """Build and factorize the Laplace system on the pixels ``(rows, cols)``.
 
     Args:
         rows: Row of each unknown pixel, int ``(n,)``, no duplicates.
         cols: Column of each unknown pixel, int ``(n,)``.
         shape: Image ``(H, W)``.
-        known_value: Callable ``(rows, cols) -> (m, C)`` giving the Dirichlet value
-            of known pixels.
         needed: Optional bool ``(n,)``: the pixels whose value the caller uses.
             Connected parts of the region without such a pixel are independent
-            systems and are skipped (their rows of the result are zero).
+            systems; (most of) them are left out.
 
     Returns:
-        Solution ``(n, C)`` float64.
+        The :class:`FillSystem` over the kept pixels (ordered for the solver), or
+        ``None`` when no pixel is kept.
     """
     height, width = shape
+    if rows.size == 0 or (needed is not None and not needed.any()):
+        return None
+    if needed is not None:
+        keep = _connected_to_needed(rows, cols, needed)
+        rows, cols = rows[keep], cols[keep]
     count = rows.size
-    top, left = int(rows.min()), int(cols.min())
-    local_y = rows - (top - 1)
-    local_x = cols - (left - 1)
-    number = np.full((int(local_y.max()) + 2, int(local_x.max()) + 2), -1, dtype=np.int64)
-    number[local_y, local_x] = np.arange(count)
-
-    neighbour = np.empty((count, 4), dtype=np.int64)
-    degree = np.zeros(count)
-    boundary_rows, boundary_y, boundary_x = [], [], []
-    for step, (dy, dx) in enumerate(_STEPS):
-        ny, nx = rows + dy, cols + dx
-        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
-        degree += inside
-        neighbour[:, step] = number[local_y + dy, local_x + dx]
-        boundary = np.flatnonzero(inside & (neighbour[:, step] < 0))
-        boundary_rows.append(boundary)
-        boundary_y.append(ny[boundary])
-        boundary_x.append(nx[boundary])
-    b_rows = np.concatenate(boundary_rows)
-    values = np.asarray(
-        known_value(np.concatenate(boundary_y), np.concatenate(boundary_x)), dtype=np.float64
-    )
-    rhs = np.stack(
-        [
-            np.bincount(b_rows, weights=values[:, c], minlength=count)
-            for c in range(values.shape[1])
-        ],
-        axis=1,
-    )
-
+    # Number the unknowns on their bounding box with a one-pixel frame, so that
+    # every 4-neighbour lies on the grid (-1: not an unknown).
+    top, left = int(rows.min()) - 1, int(cols.min()) - 1
+    grid_width = int(cols.max()) - left + 2
+    flat = (rows - top) * grid_width + (cols - left)
+    number = np.full((int(rows.max()) - top + 2) * grid_width, -1, dtype=np.int32)
+    number[flat] = np.arange(count, dtype=np.int32)
+    neighbour = number[flat[:, None] + np.array([-grid_width, grid_width, -1, 1])]  # (n, 4)
+    in_image = np.stack([rows > 0, rows < height - 1, cols > 0, cols < width - 1], axis=1)
+    degree = _row_sums(in_image).astype(np.float64)
     linked = neighbour >= 0
-    indptr = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(linked.sum(axis=1), out=indptr[1:])
+    boundary_equation, step = np.nonzero(in_image & ~linked)
+    steps = np.array(_STEPS)
+
+    links = _row_sums(linked)
+    indptr = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(links, out=indptr[1:])
     indices = neighbour[linked]
     graph = sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), (count, count))
     order = reverse_cuthill_mckee(graph, symmetric_mode=True)
-    if needed is not None:
-        # Every connected part is a separate system; RCM keeps each one contiguous.
-        _, part = connected_components(graph, directed=False)
-        keep_part = np.zeros(part.max() + 1, dtype=bool)
-        keep_part[part[needed]] = True
-        order = order[keep_part[part[order]]]
-    solution = np.zeros_like(rhs)
-    size = order.size
-    if size == 0:
-        return solution
-    position = np.full(count, -1, dtype=np.int64)
-    position[order] = np.arange(size)
-    source = np.repeat(np.arange(count), linked.sum(axis=1))
-    first, second = position[source], position[indices]
-    upper = (first >= 0) & (first < second)
+    position = np.empty(count, dtype=np.int64)
+    position[order] = np.arange(count)
+    first, second = position[np.repeat(np.arange(count), links)], position[indices]
+    upper = first < second
     first, second = first[upper], second[upper]
     bandwidth = int((second - first).max()) if first.size else 0
     with _single_threaded_blas():
-        result = _solve_spd(degree[order], first, second, bandwidth, rhs[order])
-    solution[order] = result
-    return solution
+        factor = _factorize(degree[order], first, second, bandwidth)
+    return FillSystem(
+        rows=rows[order],
+        cols=cols[order],
+        boundary_rows=rows[boundary_equation] + steps[step, 0],
+        boundary_cols=cols[boundary_equation] + steps[step, 1],
+        boundary_equation=position[boundary_equation],
+        factor=factor,
+    )
 
 
-def _solve_spd(
-    diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, bandwidth: int, rhs: np.ndarray
-) -> np.ndarray:
-    """Solve the graph-Laplacian system: ``diagonal`` and ``-1`` at each ``(first, second)``.
+def _row_sums(flags: np.ndarray) -> np.ndarray:
+    """Row sums of a bool ``(n, 4)`` array (several times faster than ``sum(axis=1)``)."""
+    return flags[:, 0].astype(np.int32) + flags[:, 1] + flags[:, 2] + flags[:, 3]
 
-    ``first < second`` lists the upper off-diagonal entries once.
+
+#: Side of the cells on which :func:`_connected_to_needed` finds connected parts.
+_CELL = 4
+
+
+def _connected_to_needed(rows: np.ndarray, cols: np.ndarray, needed: np.ndarray) -> np.ndarray:
+    """Pixels whose part of the region (cells of ``_CELL`` pixels) holds a needed pixel.
+
+    Parts are found on the coarse grid of cells that contain region pixels, so a
+    kept part may join pixel-level parts that do not touch: a superset of the
+    connected parts of the needed pixels, found ~20x faster than on the pixels.
     """
-    size = diagonal.size
-    if bandwidth <= _MAX_BANDWIDTH:
-        band = np.zeros((bandwidth + 1, size))
-        band[bandwidth] = diagonal
-        band[bandwidth + first - second, second] = -1.0
-        _, result, info = lapack.dpbsv(band, rhs, lower=0, overwrite_ab=1, overwrite_b=1)
-        if info != 0:  # pragma: no cover - the system is positive definite
-            raise RuntimeError(f"harmonic_fill: banded Cholesky failed (info={info})")
-    else:
-        matrix = sp.csc_matrix(
-            (
-                np.concatenate([diagonal, -np.ones(2 * first.size)]),
-                (
-                    np.concatenate([np.arange(size), first, second]),
-                    np.concatenate([np.arange(size), second, first]),
-                ),
-            ),
-            shape=(size, size),
-        )
-        factor = spla.splu(
+    cell_y, cell_x = rows // _CELL, cols // _CELL
+    cell_y -= cell_y.min()
+    cell_x -= cell_x.min()
+    occupied = np.zeros((int(cell_y.max()) + 1, int(cell_x.max()) + 1), dtype=bool)
+    occupied[cell_y, cell_x] = True
+    part, count = ndi.label(occupied, structure=_FOUR_NEIGHBOURS)
+    keep_part = np.zeros(count + 1, dtype=bool)
+    keep_part[part[cell_y[needed], cell_x[needed]]] = True
+    return keep_part[part[cell_y, cell_x]]
+
+
+class _SparseLU:
+    def __init__(self, matrix: sp.csc_matrix) -> None:
+        self.lu = spla.splu(
             matrix,
             permc_spec="MMD_AT_PLUS_A",
             diag_pivot_thresh=0.0,
             options={"SymmetricMode": True},
         )
-        result = factor.solve(rhs)
-    return result
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return self.lu.solve(rhs)
+
+
+def _factorize(
+    diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, bandwidth: int
+) -> _BandedCholesky | _SparseLU:
+    """Factorize the graph Laplacian system: ``diagonal`` and ``-1`` at each ``(first, second)``.
+
+    ``first < second`` lists the upper off-diagonal entries once.
+    """
+    size = diagonal.size
+    if bandwidth <= _MAX_BANDWIDTH:
+        band = np.zeros((size, bandwidth + 1)).T  # Fortran order (kd + 1, n)
+        band[bandwidth] = diagonal
+        band[bandwidth + first - second, second] = -1.0
+        return _BandedCholesky(band)
+    matrix = sp.csc_matrix(
+        (
+            np.concatenate([diagonal, -np.ones(2 * first.size)]),
+            (
+                np.concatenate([np.arange(size), first, second]),
+                np.concatenate([np.arange(size), second, first]),
+            ),
+        ),
+        shape=(size, size),
+    )
+    return _SparseLU(matrix)

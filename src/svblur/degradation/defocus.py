@@ -10,13 +10,15 @@ equal rounded CoC merged), blurs each layer's colour and mask with its Gaussian
 first in-focus one - first fills the background that the layer's kernel would pull
 in from behind it by harmonic interpolation (MATLAB ``regionfill``). Speed comes
 from working only on the 32x32 tiles a layer reaches (its own tiles grown by the
-kernel radius) in a tile-major layout (each tile's padded window of image and
-layer map stored contiguously, so gathering a layer's tiles is a block copy),
-separable convolution as two banded matrix products per batch of tiles,
-re-normalising only tiles touched since the last fill, and an exact banded
-Cholesky solve of the Laplace system on only those connected parts of the fill
-region that the output uses (the rest is overwritten by the next layer's fill,
-whose region is known one step ahead). See
+kernel radius, less those whose window misses the layer) in a tile-major layout
+(each tile's padded window of image and layer map stored contiguously, so
+gathering a layer's tiles is a block copy), separable convolution as two banded
+matrix products per batch of tiles, re-normalising only tiles touched since the
+last fill, and an exact banded Cholesky solve of the Laplace system on only those
+connected parts of the fill region that the output uses (the rest is overwritten
+by the next layer's fill). Everything that depends on the layer map alone - fill
+regions, the factorized fill systems, the blurred layers - is planned ahead by
+worker threads while the main thread composites (see ``threads``). See
 :func:`svblur.degradation.reference.render_defocus_reference` for the plain
 per-layer transcription it is tested against.
 """
@@ -24,7 +26,9 @@ per-layer transcription it is tested against.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -40,7 +44,7 @@ from ._camera import (
     gaussian_taps,
     symmetric_index,
 )
-from ._harmonic import harmonic_fill
+from ._harmonic import FillSystem, prepare_fill
 
 __all__ = [
     "DefocusLayers",
@@ -414,12 +418,13 @@ class _Canvas:
         """Tile ids of the ``True`` cells of a ``(rows, cols)`` grid."""
         return torch.from_numpy(np.flatnonzero(grid)).to(self.acc.device)
 
-    def pixel_address(self, flat: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """``(tile, y in tile, x in tile)`` of flat image indices."""
+    def acc_index(self, flat: np.ndarray, channels: slice) -> torch.Tensor:
+        """Indices into ``acc.view(-1)`` of ``channels`` at flat image indices: ``(n, c)``."""
         y, x = np.divmod(flat, self.width)
         tile = (y // TILE) * self.cols + x // TILE
-        device = self.acc.device
-        return tuple(torch.from_numpy(v).to(device) for v in (tile, y % TILE, x % TILE))
+        pixel = (tile * 4 * TILE + y % TILE) * TILE + x % TILE
+        index = pixel[:, None] + np.arange(4)[channels] * (TILE * TILE)
+        return torch.from_numpy(index).to(self.acc.device)
 
     def image_out(self) -> torch.Tensor:
         """``(3, H, W)`` = accumulated colour / accumulated mask."""
@@ -461,74 +466,99 @@ class _Kernel:
         return self.band_t @ (source @ self.band)
 
 
-def _render_layers(
-    image: torch.Tensor,
-    layers: DefocusLayers,
-    max_coc: float,
-) -> torch.Tensor:
-    """Layered compositing with background fill. ``image`` is ``(3, H, W)``."""
-    _, height, width = image.shape
-    device, dtype = image.device, image.dtype
-    count = len(layers.coc)
-    tiles = _Tiles(layers.layer_map, count)
-    label_dtype = torch.int16 if count < 2**15 else torch.int32
-    layer_map = torch.from_numpy(layers.layer_map).to(device=device, dtype=label_dtype)
-    kernels: dict[float, _Kernel] = {}
-    halo = 0
-    for coc in np.unique(layers.coc[layers.coc > 1]):
-        kernels[float(coc)] = _Kernel(float(coc), max_coc, 0, dtype, device)
-        halo = max(halo, kernels[float(coc)].before, kernels[float(coc)].after)
-    for coc in kernels:
-        kernels[coc] = _Kernel(coc, max_coc, halo, dtype, device)
-    canvas = _Canvas(image, layer_map, halo)
-    acc = canvas.acc
-    inner = slice(halo, halo + TILE)
-    dirty = np.zeros((tiles.rows, tiles.cols), dtype=bool)  # mask may lie in (0, 1)
-    layer_np = layers.layer_map
-    scratch = np.zeros(height * width, dtype=bool)
-    upcoming = None  # fill region of the next layer, computed one step ahead
+@dataclass(frozen=True)
+class _Fill:
+    """A prepared background fill: the factorized system and where its pixels lie."""
 
-    for index in range(count):
-        coc = float(layers.coc[index])
-        kernel = kernels.get(coc) if coc > 1 else None
-        if index > layers.focus_index:
-            if dirty.any():
-                ids = canvas.ids(dirty)
-                current = acc.index_select(0, ids)
-                scale = current[:, :1]
-                scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-                acc.index_copy_(0, ids, current / scale)
-                dirty[:] = False
-            if index == layers.focus_index + 1:
-                region = _fill_region(canvas, index, kernel, tiles)
-            else:
-                region = upcoming
-            upcoming = None
-            if index + 1 < count and layers.coc[index + 1] > 1:
-                next_kernel = kernels[float(layers.coc[index + 1])]
-                upcoming = _fill_region(canvas, index + 1, next_kernel, tiles)
-            if region is not None:
-                # Pixels the next layer's fill overwrites need no value now.
-                if upcoming is not None:
-                    scratch[upcoming] = True
-                    needed = ~scratch[region]
-                    scratch[upcoming] = False
-                else:
-                    needed = np.ones(region.size, dtype=bool)
-                if needed.any():
-                    _fill_background(canvas, layer_np, index, region, needed)
-                    y, x = np.divmod(region, width)
-                    dirty[y // TILE, x // TILE] = True
+    system: FillSystem
+    target: torch.Tensor  # (n, 4) acc indices (mask, rgb) of the solved pixels
+    source: torch.Tensor  # (m', 3) acc indices (rgb) of the boundary terms on farther layers
+    farther: np.ndarray  # bool per boundary term: on a farther layer
+    mask: np.ndarray  # (n, 1) the filled mask channel (its known values do not change)
+    tiles: np.ndarray  # (rows, cols) bool: tiles with a solved pixel
 
-        active = tiles.occupancy[index]
-        window = inner
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    """The part of a layer's work that does not depend on the layers composited before it."""
+
+    active: np.ndarray  # (rows, cols) bool: tiles the blurred layer reaches
+    ids: torch.Tensor  # their tile ids
+    layer: torch.Tensor  # (n, 4, T, T): blurred mask and mask-weighted colour
+    fill: _Fill | None  # the fill before compositing the layer (None: no fill)
+
+
+class _Inline:
+    """A stand-in executor that runs each task at once on the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _flush_denormals() -> None:
+    torch.set_flush_denormal(True)  # per thread (the CPU's control register)
+
+
+class _Renderer:
+    """SYNDOF's layered compositing with background fill; see :func:`render_defocus`.
+
+    Per layer, everything that depends only on the layer map - the fill region and
+    its factorized Laplace system, the layer's blurred mask and colour - is planned
+    ahead, by ``workers`` threads when more than one, while the main thread runs
+    the sequential part: normalising, solving the fill for the current known values,
+    compositing.
+    """
+
+    def __init__(self, image: torch.Tensor, layers: DefocusLayers, max_coc: float) -> None:
+        _, self.height, self.width = image.shape
+        device, dtype = image.device, image.dtype
+        self.layers = layers
+        self.count = len(layers.coc)
+        self.tiles = _Tiles(layers.layer_map, self.count)
+        label_dtype = torch.int16 if self.count < 2**15 else torch.int32
+        layer_map = torch.from_numpy(layers.layer_map).to(device=device, dtype=label_dtype)
+        kernels: dict[float, _Kernel] = {}
+        halo = 0
+        for coc in np.unique(layers.coc[layers.coc > 1]):
+            kernels[float(coc)] = _Kernel(float(coc), max_coc, 0, dtype, device)
+            halo = max(halo, kernels[float(coc)].before, kernels[float(coc)].after)
+        self.kernels = {coc: _Kernel(coc, max_coc, halo, dtype, device) for coc in kernels}
+        self.canvas = _Canvas(image, layer_map, halo)
+        self.inner = slice(halo, halo + TILE)
+
+    def kernel(self, index: int) -> _Kernel | None:
+        coc = float(self.layers.coc[index])
+        return self.kernels[coc] if coc > 1 else None
+
+    def region(self, index: int) -> np.ndarray | None:
+        """Fill region of layer ``index`` (flat indices), ``None`` when it has none."""
+        if index <= self.layers.focus_index or index >= self.count:
+            return None
+        return _fill_region(self.canvas, index, self.kernel(index), self.tiles)
+
+    def plan(self, index: int, region: Future, upcoming: Future) -> _LayerPlan:
+        canvas, kernel = self.canvas, self.kernel(index)
+        active = self.tiles.occupancy[index]
+        window = self.inner
         if kernel is not None:
-            active = tiles.dilate(active, max(kernel.before, kernel.after))
+            active = self.tiles.dilate(active, max(kernel.before, kernel.after))
             window = kernel.window
         ids = canvas.ids(active)
-        labels = canvas.labels.index_select(0, ids)[:, window, window]
-        source = torch.empty((ids.numel(), 4, *labels.shape[-2:]), dtype=dtype, device=device)
-        source[:, 0] = labels == index
+        hit = canvas.labels.index_select(0, ids)[:, window, window] == index
+        if kernel is not None:
+            # Tiles whose window misses the layer would get exactly zero: skip them.
+            reached = _any_per_tile(hit)
+            if not bool(reached.all()):
+                ids, hit = ids[reached], hit[reached]
+                active = np.zeros_like(active)
+                active.flat[ids.cpu().numpy()] = True
+        source = canvas.acc.new_empty((ids.numel(), 4, *hit.shape[-2:]))
+        source[:, 0] = hit
         torch.mul(
             canvas.image.index_select(0, ids)[:, :, window, window],
             source[:, :1],
@@ -540,11 +570,105 @@ def _render_layers(
             layer = kernel.blur(source)
             mask = layer[:, 0]
             mask.masked_fill_(mask < MASK_FLOOR, 0.0)
-        current = acc.index_select(0, ids)
-        acc.index_copy_(0, ids, torch.addcmul(layer, current, 1.0 - layer[:, :1]))
-        dirty |= active
+        fill = self._prepare_fill(index, region.result(), upcoming.result())
+        return _LayerPlan(active=active, ids=ids, layer=layer, fill=fill)
 
-    return canvas.image_out()
+    def _prepare_fill(
+        self, index: int, region: np.ndarray | None, upcoming: np.ndarray | None
+    ) -> _Fill | None:
+        if region is None:
+            return None
+        # Pixels the next layer's fill overwrites need no value now.
+        if upcoming is None:
+            needed = np.ones(region.size, dtype=bool)
+        else:
+            overwritten = np.zeros(self.height * self.width, dtype=bool)
+            overwritten[upcoming] = True
+            needed = ~overwritten[region]
+        rows, cols = np.divmod(region, self.width)
+        system = prepare_fill(rows, cols, (self.height, self.width), needed)
+        if system is None:
+            return None
+        canvas = self.canvas
+        tiles = np.zeros((self.tiles.rows, self.tiles.cols), dtype=bool)
+        tiles[system.rows // TILE, system.cols // TILE] = True
+        boundary = system.boundary_rows * self.width + system.boundary_cols
+        farther = self.layers.layer_map.ravel()[boundary] < index
+        return _Fill(
+            system=system,
+            target=canvas.acc_index(system.rows * self.width + system.cols, slice(None)),
+            source=canvas.acc_index(boundary[farther], slice(1, None)),
+            farther=farther,
+            mask=system.solve(farther[:, None].astype(np.float64)),
+            tiles=tiles,
+        )
+
+    def run(self, workers: int) -> torch.Tensor:
+        """Composite every layer far to near; returns the ``(3, H, W)`` image."""
+        pool: Any = (
+            ThreadPoolExecutor(workers, initializer=_flush_denormals) if workers > 1 else _Inline()
+        )
+        # Queued in this order, a plan only waits for regions queued before it, so
+        # the pool cannot deadlock; the look-ahead bounds the memory held by plans.
+        lookahead = 4 * workers if workers > 1 else 1
+        regions: dict[int, Future] = {}
+        plans: dict[int, Future] = {}
+
+        def queue(index: int) -> None:
+            for i in (index, index + 1):
+                if i not in regions:
+                    regions[i] = pool.submit(self.region, i)
+            plans[index] = pool.submit(self.plan, index, regions[index], regions[index + 1])
+            regions.pop(index - 1, None)
+
+        acc = self.canvas.acc
+        dirty = np.zeros((self.tiles.rows, self.tiles.cols), dtype=bool)  # mask in (0, 1)
+        try:
+            for index in range(min(lookahead, self.count)):
+                queue(index)
+            for index in range(self.count):
+                plan = plans.pop(index).result()
+                if index + lookahead < self.count:
+                    queue(index + lookahead)
+                if index > self.layers.focus_index:
+                    if dirty.any():
+                        ids = self.canvas.ids(dirty)
+                        current = acc.index_select(0, ids)
+                        scale = current[:, :1]
+                        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+                        acc.index_copy_(0, ids, current / scale)
+                        dirty[:] = False
+                    if plan.fill is not None:
+                        self._fill(plan.fill)
+                        dirty |= plan.fill.tiles
+                current = acc.index_select(0, plan.ids)
+                acc.index_copy_(
+                    0, plan.ids, torch.addcmul(plan.layer, current, 1.0 - plan.layer[:, :1])
+                )
+                dirty |= plan.active
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return self.canvas.image_out()
+
+    def _fill(self, fill: _Fill) -> None:
+        """SYNDOF's ``inpaint_background_and_modify_merged_mask`` on the prepared region.
+
+        The colour is filled harmonically from the (already normalized) accumulated
+        colour on the farther layers and zero elsewhere; the mask channel from 1 on
+        the farther layers and zero elsewhere. ``canvas.acc`` is updated in place.
+        """
+        flat = self.canvas.acc.view(-1)
+        values = np.zeros((fill.farther.size, 3))
+        values[fill.farther] = flat[fill.source].cpu().numpy()
+        solution = np.concatenate([fill.mask, fill.system.solve(values)], axis=1)
+        flat[fill.target] = torch.from_numpy(solution).to(device=flat.device, dtype=flat.dtype)
+
+
+def _any_per_tile(mask: torch.Tensor) -> torch.Tensor:
+    """``(n, ...)`` bool -> ``(n,)``: whether each tile has a ``True`` (fast on CPU)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(mask.numpy().reshape(mask.shape[0], -1).any(axis=1))
+    return mask.flatten(1).any(1)
 
 
 def _fill_region(
@@ -565,6 +689,9 @@ def _fill_region(
     ids = canvas.ids(candidates)
     window = kernel.window
     farther = canvas.labels.index_select(0, ids)[:, window, window] < index
+    reached = _any_per_tile(farther)  # the others are exactly zero after blurring
+    if not bool(reached.all()):
+        ids, farther = ids[reached], farther[reached]
     reach = kernel.blur(farther.to(canvas.acc.dtype))
     inner = slice(kernel.before, kernel.before + TILE)
     region = (reach >= FILL_FLOOR) & ~farther[:, inner, inner] & canvas.in_image[ids]
@@ -574,39 +701,6 @@ def _fill_region(
     tile = ids[tile_n]
     flat = ((tile // canvas.cols) * TILE + py) * canvas.width + (tile % canvas.cols) * TILE + px
     return flat.cpu().numpy()
-
-
-def _fill_background(
-    canvas: _Canvas,
-    layer_map: np.ndarray,
-    index: int,
-    region: np.ndarray,
-    needed: np.ndarray,
-) -> None:
-    """SYNDOF's ``inpaint_background_and_modify_merged_mask`` for layer ``index``.
-
-    ``region`` (flat indices) is filled harmonically from the (already
-    normalized) accumulated colour on the farther layers and zero elsewhere; the
-    mask channel from 1 on the farther layers and zero elsewhere. ``canvas.acc``
-    is updated in place. Only the parts of the region connected to a ``needed``
-    pixel are solved; the others get zero.
-    """
-    acc = canvas.acc
-    region_rows, region_cols = np.divmod(region, canvas.width)
-
-    def known_value(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        farther = layer_map[y, x] < index
-        tile, py, px = canvas.pixel_address(y * canvas.width + x)
-        values = acc[tile, :, py, px].cpu().numpy().astype(np.float64)  # (m, 4): mask, rgb
-        values[:, 0] = 1.0
-        values[~farther] = 0.0
-        return values
-
-    solution = harmonic_fill(
-        region_rows, region_cols, (canvas.height, canvas.width), known_value, needed
-    )
-    tile, py, px = canvas.pixel_address(region)
-    acc[tile, :, py, px] = torch.from_numpy(solution).to(device=acc.device, dtype=acc.dtype)
 
 
 # --------------------------------------------------------------------------- public
@@ -645,6 +739,7 @@ def render_defocus(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     max_depth: float | None = None,
+    threads: int | None = None,
 ) -> tuple[Array, Array]:
     """Render thin-lens defocus from an all-in-focus image and its depth (SYNDOF).
 
@@ -665,6 +760,9 @@ def render_defocus(
         device: Torch device to compute on (default: the image's, else CPU).
         dtype: Compute precision (``torch.float32`` or ``torch.float64``).
         max_depth: Far clip for :func:`fill_invalid_depth`.
+        threads: CPU threads for this image (default: ``torch.get_num_threads()``,
+            which is 1 in DataLoader workers). Layers are prepared ahead in parallel
+            while one thread composites; the result does not depend on the count.
 
     Returns:
         ``(blurred, sigma)``: blurred RGB ``(H, W, 3)`` float32 in ``[0, 1]`` and the
@@ -686,6 +784,8 @@ def render_defocus(
         raise ValueError(f"max_coc: expected a finite value > 1, got {max_coc!r}")
     if f_number is not None and not (math.isfinite(f_number) and f_number > 0):
         raise ValueError(f"f_number: expected a positive finite value, got {f_number!r}")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
     depth_np = _fill_invalid64(depth_np, max_depth)
     layers = decompose_layers(depth_np, width, focal_length_mm, focus_distance, f_number, max_coc)
     target = _resolve_device(image, device)
@@ -694,15 +794,16 @@ def render_defocus(
     # slower on x86 CPUs; flush them to zero while rendering.
     flushed = torch.set_flush_denormal(True)
     # Hundreds of small per-layer operations: intra-op threads only add
-    # synchronisation (2-10x slower on a shared two-core machine). Parallelise
-    # over images instead (e.g. DataLoader workers).
-    threads = torch.get_num_threads()
+    # synchronisation (2-10x slower on a shared two-core machine). The renderer
+    # runs its own threads over layers instead.
+    previous = torch.get_num_threads()
+    workers = previous if threads is None else threads
     if target.type == "cpu":
         torch.set_num_threads(1)
     try:
-        result = _render_layers(tensor, layers, max_coc)
+        result = _Renderer(tensor, layers, max_coc).run(workers)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
         if flushed:
             torch.set_flush_denormal(False)
     return _output(result, layers.sigma_map, image)
