@@ -7,6 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
+from svblur.degradation import _harmonic as harmonic
 from svblur.degradation import (
     defocus_sigma,
     fill_invalid_depth,
@@ -198,7 +199,12 @@ def test_threaded_rendering_is_identical_to_one_thread(threads: int) -> None:
     assert np.abs(many - expected).max() * 255 < 0.01
 
 
-def test_fill_system_matches_regionfill_on_needed_parts() -> None:
+@pytest.mark.parametrize("block_overhead", [None, 0.0])
+def test_fill_system_matches_regionfill_on_needed_parts(
+    block_overhead: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if block_overhead is not None:  # a separate factor per connected part
+        monkeypatch.setattr(harmonic, "_BLOCK_OVERHEAD", block_overhead)
     rng = np.random.default_rng(7)
     height, width = 40, 52
     known = rng.random((height, width, 3))
@@ -220,6 +226,7 @@ def test_fill_system_matches_regionfill_on_needed_parts() -> None:
     solved[system.rows, system.cols] = True
     np.testing.assert_array_equal(solved, region & ~(np.arange(width) >= 44)[None, :])
     np.testing.assert_allclose(solution, expected[system.rows, system.cols], atol=1e-12)
+    assert isinstance(system.factor, harmonic._BlockDiagonal) == (block_overhead == 0.0)
     assert prepare_fill(rows, cols, (height, width), np.zeros(rows.size, dtype=bool)) is None
 
 

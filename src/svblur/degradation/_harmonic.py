@@ -296,13 +296,75 @@ class _SparseLU:
         return self.lu.solve(rhs)
 
 
+class _BlockDiagonal:
+    """Independent diagonal blocks, each with its own factor."""
+
+    def __init__(self, bounds: list[int], factors: list[Any]) -> None:
+        self.bounds, self.factors = bounds, factors
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        result = np.empty((rhs.shape[0], rhs.shape[1]))
+        for start, end, factor in zip(self.bounds[:-1], self.bounds[1:], self.factors):
+            result[start:end] = factor.solve(rhs[start:end])
+        return result
+
+
+#: A separate factor per block pays off above this saving (multiply-adds); below it the
+#: per-call overhead dominates.
+_BLOCK_OVERHEAD = 3e5
+
+
 def _factorize(
     diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, bandwidth: int
-) -> _BandedCholesky | _SparseLU:
+) -> _BandedCholesky | _SparseLU | _BlockDiagonal:
     """Factorize the graph Laplacian system: ``diagonal`` and ``-1`` at each ``(first, second)``.
 
-    ``first < second`` lists the upper off-diagonal entries once.
+    ``first < second`` lists the upper off-diagonal entries once. The ordering keeps
+    every connected part contiguous; parts whose own bandwidth is much smaller than
+    the largest get their own (cheaper) banded factor.
     """
+    size = diagonal.size
+    reach = np.arange(size)
+    np.maximum.at(reach, first, second)
+    width = np.zeros(size, dtype=np.int64)
+    np.maximum.at(width, first, second - first)
+    # A part ends where no coupling reaches past it.
+    starts = np.flatnonzero(np.maximum.accumulate(reach)[:-1] < np.arange(1, size)) + 1
+    starts = np.concatenate([[0], starts])
+    sizes = np.diff(np.concatenate([starts, [size]]))
+    widths = np.maximum.reduceat(width, starts)
+    # Merge neighbouring parts while one factor costs less than two.
+    bounds, block_widths = [0], []
+    block_size, block_width = int(sizes[0]), int(widths[0])
+    for part_size, part_width in zip(sizes[1:].tolist(), widths[1:].tolist()):
+        merged = max(block_width, part_width)
+        separate = block_size * block_width**2 + part_size * part_width**2 + _BLOCK_OVERHEAD
+        if (block_size + part_size) * merged**2 <= separate:
+            block_size, block_width = block_size + part_size, merged
+        else:
+            bounds.append(bounds[-1] + block_size)
+            block_widths.append(block_width)
+            block_size, block_width = part_size, part_width
+    bounds.append(size)
+    block_widths.append(block_width)
+    if len(block_widths) == 1:
+        return _factorize_block(diagonal, first, second, bandwidth)
+    block_of_edge = np.searchsorted(bounds, first, side="right") - 1
+    factors = []
+    for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        edges = block_of_edge == k
+        factors.append(
+            _factorize_block(
+                diagonal[start:end], first[edges] - start, second[edges] - start, block_widths[k]
+            )
+        )
+    return _BlockDiagonal(bounds, factors)
+
+
+def _factorize_block(
+    diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, bandwidth: int
+) -> _BandedCholesky | _SparseLU:
+    """One factor of ``diagonal`` and ``-1`` at each ``(first, second)``."""
     size = diagonal.size
     if bandwidth <= _MAX_BANDWIDTH:
         band = np.zeros((size, bandwidth + 1)).T  # Fortran order (kd + 1, n)

@@ -354,6 +354,9 @@ def _separable(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return x[:, 0]
 
 
+#: Default cap on the threads of one render (the composite thread is the limit beyond).
+DEFAULT_MAX_THREADS = 4
+
 #: Side of the square tiles the renderer works on (only tiles a layer reaches).
 TILE = 32
 
@@ -419,12 +422,12 @@ class _Canvas:
         return torch.from_numpy(np.flatnonzero(grid)).to(self.acc.device)
 
     def acc_index(self, flat: np.ndarray, channels: slice) -> torch.Tensor:
-        """Indices into ``acc.view(-1)`` of ``channels`` at flat image indices: ``(n, c)``."""
+        """Indices into ``acc.view(-1)`` of ``channels`` at flat image indices, pixel-major."""
         y, x = np.divmod(flat, self.width)
         tile = (y // TILE) * self.cols + x // TILE
         pixel = (tile * 4 * TILE + y % TILE) * TILE + x % TILE
         index = pixel[:, None] + np.arange(4)[channels] * (TILE * TILE)
-        return torch.from_numpy(index).to(self.acc.device)
+        return torch.from_numpy(index.ravel()).to(self.acc.device)
 
     def image_out(self) -> torch.Tensor:
         """``(3, H, W)`` = accumulated colour / accumulated mask."""
@@ -471,8 +474,8 @@ class _Fill:
     """A prepared background fill: the factorized system and where its pixels lie."""
 
     system: FillSystem
-    target: torch.Tensor  # (n, 4) acc indices (mask, rgb) of the solved pixels
-    source: torch.Tensor  # (m', 3) acc indices (rgb) of the boundary terms on farther layers
+    target: torch.Tensor  # (n * 4,) acc indices (mask, rgb) of the solved pixels
+    source: torch.Tensor  # (m' * 3,) acc indices (rgb) of the boundary terms on farther layers
     farther: np.ndarray  # bool per boundary term: on a farther layer
     mask: np.ndarray  # (n, 1) the filled mask channel (its known values do not change)
     tiles: np.ndarray  # (rows, cols) bool: tiles with a solved pixel
@@ -549,7 +552,7 @@ class _Renderer:
             active = self.tiles.dilate(active, max(kernel.before, kernel.after))
             window = kernel.window
         ids = canvas.ids(active)
-        hit = canvas.labels.index_select(0, ids)[:, window, window] == index
+        hit = canvas.labels[:, window, window].index_select(0, ids) == index
         if kernel is not None:
             # Tiles whose window misses the layer would get exactly zero: skip them.
             reached = _any_per_tile(hit)
@@ -560,7 +563,7 @@ class _Renderer:
         source = canvas.acc.new_empty((ids.numel(), 4, *hit.shape[-2:]))
         source[:, 0] = hit
         torch.mul(
-            canvas.image.index_select(0, ids)[:, :, window, window],
+            canvas.image[:, :, window, window].index_select(0, ids),
             source[:, :1],
             out=source[:, 1:],
         )
@@ -610,7 +613,7 @@ class _Renderer:
         )
         # Queued in this order, a plan only waits for regions queued before it, so
         # the pool cannot deadlock; the look-ahead bounds the memory held by plans.
-        lookahead = 4 * workers if workers > 1 else 1
+        lookahead = 2 * workers + 1 if workers > 1 else 1
         regions: dict[int, Future] = {}
         plans: dict[int, Future] = {}
 
@@ -659,9 +662,10 @@ class _Renderer:
         """
         flat = self.canvas.acc.view(-1)
         values = np.zeros((fill.farther.size, 3))
-        values[fill.farther] = flat[fill.source].cpu().numpy()
+        values[fill.farther] = flat.index_select(0, fill.source).view(-1, 3).cpu().numpy()
         solution = np.concatenate([fill.mask, fill.system.solve(values)], axis=1)
-        flat[fill.target] = torch.from_numpy(solution).to(device=flat.device, dtype=flat.dtype)
+        solution = torch.from_numpy(solution.reshape(-1)).to(device=flat.device, dtype=flat.dtype)
+        flat.index_copy_(0, fill.target, solution)
 
 
 def _any_per_tile(mask: torch.Tensor) -> torch.Tensor:
@@ -688,7 +692,7 @@ def _fill_region(
         return None
     ids = canvas.ids(candidates)
     window = kernel.window
-    farther = canvas.labels.index_select(0, ids)[:, window, window] < index
+    farther = canvas.labels[:, window, window].index_select(0, ids) < index
     reached = _any_per_tile(farther)  # the others are exactly zero after blurring
     if not bool(reached.all()):
         ids, farther = ids[reached], farther[reached]
@@ -761,8 +765,10 @@ def render_defocus(
         dtype: Compute precision (``torch.float32`` or ``torch.float64``).
         max_depth: Far clip for :func:`fill_invalid_depth`.
         threads: CPU threads for this image (default: ``torch.get_num_threads()``,
-            which is 1 in DataLoader workers). Layers are prepared ahead in parallel
-            while one thread composites; the result does not depend on the count.
+            at most 4; it is 1 in DataLoader workers). Layers are prepared ahead in
+            parallel while one thread composites; the result does not depend on the
+            count. For many images, one thread per image in parallel processes is
+            the most efficient.
 
     Returns:
         ``(blurred, sigma)``: blurred RGB ``(H, W, 3)`` float32 in ``[0, 1]`` and the
@@ -797,7 +803,7 @@ def render_defocus(
     # synchronisation (2-10x slower on a shared two-core machine). The renderer
     # runs its own threads over layers instead.
     previous = torch.get_num_threads()
-    workers = previous if threads is None else threads
+    workers = min(previous, DEFAULT_MAX_THREADS) if threads is None else threads
     if target.type == "cpu":
         torch.set_num_threads(1)
     try:
