@@ -240,9 +240,12 @@ def prepare_fill(
     order = reverse_cuthill_mckee(graph, symmetric_mode=True)
     position = np.empty(count, dtype=np.int64)
     position[order] = np.arange(count)
-    first, second = position[np.repeat(np.arange(count), links)], position[indices]
-    upper = first < second
-    first, second = first[upper], second[upper]
+    # Each coupling once (to the pixel below / to the right), as (first < second).
+    down, right = neighbour[:, 1], neighbour[:, 3]
+    has_down, has_right = np.flatnonzero(down >= 0), np.flatnonzero(right >= 0)
+    one = position[np.concatenate([has_down, has_right])]
+    other = position[np.concatenate([down[has_down], right[has_right]])]
+    first, second = np.minimum(one, other), np.maximum(one, other)
     bandwidth = int((second - first).max()) if first.size else 0
     with _single_threaded_blas():
         factor = _factorize(degree[order], first, second, bandwidth)
