@@ -1,6 +1,7 @@
 """Speed and peak memory of the layered defocus renderer vs the per-layer reference.
 
-Usage: ``python benchmarks/defocus_speed.py [--runs 3] [--threads 1 2] [--skip-reference]``
+Usage: ``python benchmarks/defocus_speed.py [--runs 3] [--threads 1 2] [--processes 2]
+[--skip-reference]``
 
 Cases: a synthetic 480x640 scene (NYUv2 size) and 1024x436 (the real Sintel
 ``market_2`` sample when ``../shared/data/rgbd`` or ``$SVBLUR_RGBD_DIR`` exists,
@@ -17,6 +18,9 @@ argument: 1 = everything on one thread; more = layers planned ahead by worker
 threads); the images must be identical. "vs SYNDOF" divides the ~90 s that
 SYNDOF's MATLAB generator needs under GNU Octave for the 1024x436 Sintel image
 (the figure the project was given; not measured by this script) by the fast time.
+``--processes P`` also starts P one-thread renders at the same moment in P processes
+(how ``svblur-make-dataset`` and DataLoader workers render): "per image" is a
+render's median time divided by P, the throughput of the whole machine.
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ def _case(name: str) -> tuple[np.ndarray, np.ndarray, str]:
 SYNDOF_OCTAVE_SECONDS = 90.0
 
 
-def _worker(name: str, engine: str, runs: int, out: str | None, threads: int) -> None:
+def _worker(
+    name: str, engine: str, runs: int, out: str | None, threads: int, start_at: float | None
+) -> None:
     from svblur.degradation import render_defocus
     from svblur.degradation.defocus import decompose_layers
     from svblur.degradation.reference import render_defocus_reference
@@ -84,6 +90,8 @@ def _worker(name: str, engine: str, runs: int, out: str | None, threads: int) ->
     focus = float(np.quantile(depth, 0.5))
     layers = len(decompose_layers(depth, depth.shape[1], FOCAL_MM, focus).coc)
     render_defocus(image[:32, :32], depth[:32, :32], FOCAL_MM, focus)  # warm-up
+    if start_at is not None:  # several workers start rendering together
+        time.sleep(max(0.0, start_at - time.time()))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu_times = [], []
     for _ in range(runs if engine == "fast" else 1):
@@ -110,26 +118,56 @@ def _worker(name: str, engine: str, runs: int, out: str | None, threads: int) ->
     )
 
 
+def _command(name: str, engine: str, runs: int, out: Path, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        engine,
+        "--runs",
+        str(runs),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+    ]
+
+
 def _measure(name: str, engine: str, runs: int, out: Path, threads: int = 1) -> dict:
     result = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            name,
-            engine,
-            "--runs",
-            str(runs),
-            "--out",
-            str(out),
-            "--threads",
-            str(threads),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+        _command(name, engine, runs, out, threads), check=True, capture_output=True, text=True
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _measure_parallel(name: str, runs: int, scratch: str, processes: int) -> dict:
+    """``processes`` one-thread renderers at once (as in svblur-make-dataset's workers)."""
+    start_at = time.time() + 20.0  # after every worker has loaded its data
+    workers = [
+        subprocess.Popen(
+            [
+                *_command(name, "fast", runs, Path(scratch, f"par{i}.npy"), 1),
+                "--start-at",
+                str(start_at),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(processes)
+    ]
+    results = []
+    for worker in workers:
+        stdout, _ = worker.communicate()
+        if worker.returncode != 0:
+            raise RuntimeError(f"benchmark worker failed with exit code {worker.returncode}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    seconds = statistics.median(r["seconds"] for r in results)
+    return {
+        "seconds": seconds,
+        "per_image": seconds / processes,
+        "peak_mb": max(r["peak_mb"] for r in results),
+    }
 
 
 def main() -> None:
@@ -141,16 +179,24 @@ def main() -> None:
         nargs="+",
         help="thread counts of the fast engine (default: 1 and torch.get_num_threads())",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="also time this many one-thread renders in parallel processes, the data-set "
+        "building mode (default: the number of CPUs, at most 4; 0: skip)",
+    )
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(*args.worker, args.runs, args.out, (args.threads or [1])[0])
+        _worker(*args.worker, args.runs, args.out, (args.threads or [1])[0], args.start_at)
         return
     import torch
 
     threads = args.threads or sorted({1, torch.get_num_threads()})
+    processes = min(os.cpu_count() or 1, 4) if args.processes is None else args.processes
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, fast engine threads {threads}")
     with tempfile.TemporaryDirectory() as scratch:
         for name in ("480x640", "1024x436"):
@@ -186,6 +232,16 @@ def main() -> None:
                     )
                 if name == "1024x436":
                     line += f" | vs SYNDOF (Octave, ~90 s) x{SYNDOF_OCTAVE_SECONDS / fast['seconds']:.0f}"
+                print(line, flush=True)
+            if processes > 1:
+                par = _measure_parallel(name, args.runs, scratch, processes)
+                line = (
+                    f"{name}: {processes} processes of 1 thread at once: {par['seconds']:.3f} s "
+                    f"per render, {par['per_image']:.3f} s per image, peak +{par['peak_mb']:.0f} MB "
+                    "per process"
+                )
+                if name == "1024x436":
+                    line += f" | vs SYNDOF (Octave, ~90 s) x{SYNDOF_OCTAVE_SECONDS / par['per_image']:.0f}"
                 print(line, flush=True)
 
 
