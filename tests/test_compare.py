@@ -7,16 +7,23 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from svblur.cli import compare
 from svblur.cli.compare import (
+    METRICS,
     claim_lines,
+    hydra_value,
     load_preset,
     run_comparison,
     summarize,
     write_tables,
 )
 from svblur.models import CMOS
+from svblur.systems.sr import BlindSRTask
 
 
 def _trainable(module) -> int:
@@ -92,23 +99,112 @@ def test_summary_statistics_and_orderings():
     assert ": holds;" in psnr  # 30.5 > 28.5, beyond the seed spread
     assert "does NOT hold" in boundary  # 0.25 > 0.15: lower is better
 
+    # Blind SR: the models' stage-3 rows and the stage-2 reference (ground-truth maps).
+    for row, value in zip(rows, (28.0, 28.2, 27.9, 27.9)):
+        row["test/sr/psnr_y"] = value
+    rows.append({"model": "stage2_gt_blur_seg", "test/sr/psnr_y": 28.5})
+    sr_lines = [line for line in claim_lines(rows) if "blind-SR PSNR-Y" in line]
+    assert len(sr_lines) == 2
+    assert sr_lines[0].startswith("- cmos_full > manet") and ": holds;" in sr_lines[0]
+    assert sr_lines[1].startswith("- stage2_gt_blur_seg > cmos_full") and ": holds;" in sr_lines[1]
 
-def test_tiny_preset_writes_tables_with_command_hardware_and_times(tmp_path: Path):
+
+def _net_state(path: Path, prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` of a Lightning checkpoint, prefix removed."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return bool(a) and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _spy_stage3_start(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Record the stage-3 network right after its stage-1 and stage-2 weights are loaded."""
+    loaded: list[dict] = []
+    original = BlindSRTask.load_stage_checkpoints
+
+    def spy(self: BlindSRTask) -> None:
+        original(self)
+        net = self.blind_sr
+        loaded.append(
+            {
+                "estimator_ckpt": self.hparams.estimator_ckpt,
+                "sr_ckpt": self.hparams.sr_ckpt,
+                "estimator": {k: v.clone() for k, v in net.estimator.state_dict().items()},
+                "sr": {k: v.clone() for k, v in net.sr.state_dict().items()},
+                "seg_encoding": net.sr.seg_encoding,
+            }
+        )
+
+    monkeypatch.setattr(BlindSRTask, "load_stage_checkpoints", spy)
+    return loaded
+
+
+def test_tiny_preset_writes_tables_with_command_hardware_and_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    loaded = _spy_stage3_start(monkeypatch)
     cfg = load_preset(["preset=tiny", f"out_dir={tmp_path}/res", f"log_dir={tmp_path}/logs"])
-    assert list(cfg.models) == ["manet", "cmos_single_blur"] and list(cfg.seeds) == [0]
+    assert list(cfg.models) == ["manet", "cmos_single_blur", "cmos_no_gia"]
+    assert list(cfg.seeds) == [0]
     rows = run_comparison(cfg, "svblur-compare preset=tiny")
-    assert [(r["model"], r["seed"]) for r in rows] == [("manet", 0), ("cmos_single_blur", 0)]
+    # Stage 2 runs once per seed and kind, when the first model that needs it is done.
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        ("manet", 0),
+        ("stage2_gt_blur", 0),
+        ("cmos_single_blur", 0),
+        ("cmos_no_gia", 0),
+        ("stage2_gt_blur_seg", 0),
+    ]
+    by_model = {r["model"]: r for r in rows}
     assert rows[0]["params"] == 1_128_161
     for row in rows:
-        assert row["wall_s"] > 0
+        assert row["wall_s"] > 0 and row["steps"] == 2
+        assert math.isfinite(row["test/sr/psnr_y"]) and row["test/sr/psnr_y"] > 5
+        assert 0 < row["test/sr/ssim_y"] <= 1
+    estimators = [by_model[m] for m in ("manet", "cmos_single_blur", "cmos_no_gia")]
+    for row in estimators:
         assert math.isfinite(row["test/blur/psnr"]) and math.isfinite(row["test/blur/mae"])
-        assert math.isnan(row["test/seg/miou"])  # single-task blur models
         assert row["command"].startswith("svblur-train model=") and "seed=0" in row["command"]
+        assert row["sr_steps"] == 2 and row["sr_wall_s"] > 0
+        assert "model=blind_sr" in row["sr_command"] and "seed=0" in row["sr_command"]
+    assert math.isnan(by_model["manet"]["test/seg/miou"])  # single-task blur models
+    assert math.isnan(by_model["cmos_single_blur"]["test/seg/miou"])
+    assert math.isfinite(by_model["cmos_no_gia"]["test/seg/miou"])
+
+    # Blur-only models share the blur-only stage 2 (no semantic branch), the others the
+    # one with semantics (class index, as released).
+    blur_only = {"manet": True, "cmos_single_blur": True, "cmos_no_gia": False}
+    seg_keys = {
+        kind: any(k.startswith("prior.seg_embed") for k in _net_state(by_model[label]["weights"]))
+        for kind, label in (("blur", "stage2_gt_blur"), ("seg", "stage2_gt_blur_seg"))
+    }
+    assert seg_keys == {"blur": False, "seg": True}
+    assert by_model["stage2_gt_blur"]["params"] < by_model["stage2_gt_blur_seg"]["params"]
+    assert len(loaded) == 3
+    for row, start in zip(estimators, loaded):
+        stage2 = by_model["stage2_gt_blur" if blur_only[row["model"]] else "stage2_gt_blur_seg"]
+        assert row["sr_stage2"] == stage2["model"]
+        assert start["seg_encoding"] == ("none" if blur_only[row["model"]] else "index")
+        assert ("model.net.sr.seg_encoding=none" in row["sr_command"]) == blur_only[row["model"]]
+        # Stage 3 starts from this run's stage-1 weights and the seed's stage-2 weights...
+        assert start["estimator_ckpt"] == str(row["weights"])
+        assert start["sr_ckpt"] == str(stage2["weights"])
+        stage1_weights, stage2_weights = _net_state(row["weights"]), _net_state(stage2["weights"])
+        assert _identical(start["estimator"], stage1_weights)
+        assert _identical(start["sr"], stage2_weights)
+        # ...keeps the estimator frozen (BatchNorm statistics included) and tunes RRDB-SFT.
+        assert _identical(_net_state(row["sr_weights"], "net.estimator."), stage1_weights)
+        assert not _identical(_net_state(row["sr_weights"], "net.sr."), stage2_weights)
 
     with open(tmp_path / "res" / "compare_tiny.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["model"] for r in table] == ["manet", "cmos_single_blur"]
-    assert float(table[0]["test/blur/psnr"]) == pytest.approx(rows[0]["test/blur/psnr"])
+    assert [r["model"] for r in table] == [r["model"] for r in rows]
+    for written, row in zip(table, rows):
+        for key in ("test/blur/psnr", "test/sr/psnr_y", "test/sr/ssim_y"):
+            assert float(written[key]) == pytest.approx(row[key], nan_ok=True)
+    assert table[0]["sr_stage2"] == "stage2_gt_blur" and table[0]["sr_steps"] == "2"
 
     md = (tmp_path / "res" / "compare_tiny.md").read_text()
     assert "| manet | 1,128,161 |" in md
@@ -116,7 +212,15 @@ def test_tiny_preset_writes_tables_with_command_hardware_and_times(tmp_path: Pat
     assert "Command: `svblur-compare preset=tiny`" in md
     assert "Hardware:" in md and "cores" in md
     assert "Total wall time:" in md
-    assert "Blind-SR PSNR-Y" in md and "not measured" in md
+    # The reference rows come after the models; the note says how SR was measured.
+    assert md.index("| cmos_no_gia |") < md.index("| stage2_gt_blur |")
+    manet_cells = [c.strip() for c in md.split("| manet |")[1].split("\n")[0].split("|")]
+    sr_column = 1 + [k for k, _, _ in METRICS].index("test/sr/psnr_y")
+    assert manet_cells[sr_column] == f"{rows[0]['test/sr/psnr_y']:.2f}"
+    assert "Blind SR (the paper's stages 2 and 3)" in md and "not measured" not in md
+    assert "blur-only (seg_encoding=none) for manet, cmos_single_blur" in md
+    assert "`overrides` + `model=blind_sr trainer.max_epochs=1`, 2 steps" in md
+    assert "stage 3 from stage2_gt_blur (" in md
 
     # Two seeds: cells show mean ± std.
     rows2 = [dict(r, seed=1, **{"test/blur/psnr": r["test/blur/psnr"] + 1}) for r in rows]
@@ -125,11 +229,119 @@ def test_tiny_preset_writes_tables_with_command_hardware_and_times(tmp_path: Pat
     assert " ± " in md_path.read_text().split("| manet |")[1].split("\n")[0]
 
 
+def test_without_sr_the_blind_sr_columns_are_na_and_the_note_says_why(tmp_path: Path):
+    cfg = load_preset(
+        [
+            "preset=tiny",
+            "sr=null",
+            "only=[manet]",
+            f"out_dir={tmp_path}/res",
+            f"log_dir={tmp_path}/logs",
+        ]
+    )
+    rows = run_comparison(cfg, "svblur-compare preset=tiny sr=null")
+    assert [r["model"] for r in rows] == ["manet"]
+    assert math.isfinite(rows[0]["test/blur/psnr"])
+    assert math.isnan(rows[0]["test/sr/psnr_y"]) and math.isnan(rows[0]["test/sr/ssim_y"])
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))  # no weights kept for later stages
+    md = (tmp_path / "res" / "compare_tiny.md").read_text()
+    cells = [c.strip() for c in md.split("| manet |")[1].split("\n")[0].split("|")]
+    keys = [k for k, _, _ in METRICS]
+    assert cells[1 + keys.index("test/sr/psnr_y")] == "n/a"
+    assert cells[1 + keys.index("test/sr/ssim_y")] == "n/a"
+    assert "stage2_gt" not in md.split("## Notes")[0]
+    assert "Blind-SR PSNR-Y/SSIM-Y are not measured (n/a): this preset has `sr: null`" in md
+
+
+@pytest.mark.parametrize(
+    ("preset", "sr_size"), [("small", (32, 2, "lr")), ("full", (64, 10, "hr"))]
+)
+def test_presets_compose_every_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str, sr_size: tuple
+):
+    """The small and full presets' stage-2/3 configs compose (training replaced by a stub)."""
+    runs: list = []
+
+    def fake_train(cfg, weights_path=None):
+        runs.append(cfg)
+        tasks = list(OmegaConf.select(cfg, "model.net.tasks", default=[]) or [])
+        return {"test/blur/psnr": 20.0, **({"test/seg/miou": 0.5} if "seg" in tasks else {})}
+
+    monkeypatch.setattr(compare, "train", fake_train)
+    monkeypatch.setattr(compare, "_global_step", lambda weights: 7)
+    cfg = load_preset(
+        [f"preset={preset}", "seeds=[0]", f"out_dir={tmp_path}/res", f"log_dir={tmp_path}/logs"]
+    )
+    rows = run_comparison(cfg, "x")
+    stage3 = [c for c in runs if c.model._target_ == "svblur.systems.sr.BlindSRTask"]
+    stage2 = [c for c in runs if c.model._target_ == "svblur.systems.sr.NonBlindSRTask"]
+    assert [c.model.net.seg_encoding for c in stage2] == ["none", "index"]
+    assert [c.model.net.sr.seg_encoding for c in stage3] == ["none", "none", "index", "index"]
+    estimators = [c.model.net.estimator._target_.rsplit(".", 1)[1] for c in stage3]
+    assert estimators == ["MANet", "CMOS", "CMOS", "CMOS"]
+    assert [list(c.model.net.estimator.tasks) for c in stage3[1:]] == [
+        ["blur"],
+        ["blur", "seg"],
+        ["blur", "seg"],
+    ]
+    for net in [c.model.net for c in stage2] + [c.model.net.sr for c in stage3]:
+        assert (net.num_features, net.num_blocks, net.fuse_resolution) == sr_size
+    by_model = {r["model"]: r for r in rows}
+    for c, model in zip(stage3, ("manet", "cmos_single_blur", "cmos_no_gia", "cmos_full")):
+        stage2_label = by_model[model]["sr_stage2"]
+        assert c.model.estimator_ckpt == str(by_model[model]["weights"])
+        assert c.model.sr_ckpt == str(by_model[stage2_label]["weights"])
+    assert len({c.trainer.max_epochs for c in stage3}) == 1  # the same SR budget for all
+
+
+def test_a_model_without_semantics_must_be_listed_as_blur_only(tmp_path: Path):
+    cfg = load_preset(
+        [
+            "preset=tiny",
+            "only=[manet]",
+            "sr.blur_only=[]",
+            f"out_dir={tmp_path}/res",
+            f"log_dir={tmp_path}/logs",
+        ]
+    )
+    with pytest.raises(ValueError, match="add manet to sr.blur_only"):
+        run_comparison(cfg, "x")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"_target_": "svblur.models.CMOS", "tasks": ["blur", "seg"], "window_size": [15, 20]},
+        {"pretrained": False, "path": None, "lr": 1e-05, "gia": "FCS", "top": float("inf")},
+        "/logs/compare small/manet/seed0/final.ckpt",
+        "true",
+        "1",
+        "it's",
+        'say "x"',
+        -3,
+    ],
+)
+def test_hydra_values_read_back_as_written(value):
+    parsed = OverridesParser.create().parse_override(f"key={hydra_value(value)}").value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_hydra_values_refuse_what_hydra_cannot_read_back():
+    with pytest.raises(ValueError, match="dict key 'inf'"):
+        hydra_value({"inf": 1})
+    with pytest.raises(ValueError, match="both quote characters"):
+        hydra_value('it\'s "x"')
+
+
 def test_preset_errors_name_the_fix():
     with pytest.raises(FileNotFoundError, match="known:.*small"):
         load_preset(["preset=nonexistent"])
     with pytest.raises(ValueError, match="key=value"):
         load_preset(["small"])
+    with pytest.raises(ValueError, match="sr.blur_only=\\['nonexistent'\\]"):
+        load_preset(["preset=small", "sr.blur_only=[manet,nonexistent]"])
+    with pytest.raises(ValueError, match="sr.stage3 must list"):
+        load_preset(["preset=small", "sr.stage3=[]"])
     cfg = load_preset(["preset=small", "seeds=[3]"])
     assert list(cfg.seeds) == [3] and list(cfg.models) == [
         "manet",

@@ -3,17 +3,22 @@
 Checks the CMOS paper's comparative claims on the built-in data: every model of a
 preset (``conf/compare/<preset>.yaml``) is trained by :func:`svblur.cli.train.train`
 with the same overrides (data, steps, batch size, learning rate), once per seed, then
-tested on the same test split. The results go to ``<out_dir>/compare_<preset>.csv``
-(one row per run) and ``<out_dir>/compare_<preset>.md`` (mean +- std per model, the
-paper's orderings checked against them, the exact command, the hardware, wall times).
+tested on the same test split. With the preset's ``sr`` section, each of these stage-1
+models is also measured on blind SR (the paper's stages 2 and 3): per seed, RRDB-SFT is
+trained on the ground-truth maps (stage 2, shared by the models of that seed), then for
+every model and seed it is fine-tuned on that model's frozen estimates and tested
+(stage 3). The results go to ``<out_dir>/compare_<preset>.csv`` (one row per run) and
+``<out_dir>/compare_<preset>.md`` (mean +- std per model, the paper's orderings checked
+against them, the exact commands, the hardware, wall times).
 
 Examples:
-    svblur-compare                              # preset=small, 2-core CPU, ~30 min
+    svblur-compare                              # preset=small, 2-core CPU, ~35 min
     svblur-compare preset=full                  # one GPU
     svblur-compare preset=small seeds=[0,1] out_dir=/tmp/results
     svblur-compare preset=small 'only=[manet,cmos_full]'             # a subset of models
     svblur-compare preset=small 'overrides=[trainer.max_epochs=1]'   # replaces the list
-    svblur-compare preset=small 'extra=[data.batch_size=2]'          # appended to it
+    svblur-compare preset=small 'extra=[data.batch_size=2]'          # appended, every stage
+    svblur-compare preset=small sr=null                              # no blind SR
 
 Any ``key=value`` after the preset is merged into the preset (OmegaConf dotlist).
 """
@@ -21,11 +26,11 @@ Any ``key=value`` after the preset is merged into the preset (OmegaConf dotlist)
 from __future__ import annotations
 
 import csv
-import importlib.util
 import logging
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -40,8 +45,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from svblur.systems.sr import BlindSRTask, NonBlindSRTask
 
 from ._common import config_dir, ensure_tty_safe
 from .train import train
@@ -57,7 +64,15 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("test/blur/boundary_psnr", "boundary PSNR (dB)", True),
     ("test/seg/miou", "mIoU", True),
     ("test/sr/psnr_y", "blind-SR PSNR-Y (dB)", True),
+    ("test/sr/ssim_y", "blind-SR SSIM-Y", True),
 )
+
+#: Labels of the stage-2 reference rows (RRDB-SFT tested on ground-truth maps, the
+#: paper's "upper bound"), by the maps it takes: blur + semantics, or blur only.
+STAGE2_LABELS: dict[str, str] = {"seg": "stage2_gt_blur_seg", "blur": "stage2_gt_blur"}
+
+#: File (in each run's output folder) holding the weights at the end of training.
+WEIGHTS_FILE = "final.ckpt"
 
 #: The paper's orderings (better model, worse model, metric, where the paper states it).
 CLAIMS: tuple[tuple[str, str, str, str], ...] = (
@@ -87,6 +102,18 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("cmos_full", "cmos_no_gia", "test/blur/psnr", "Tab. 5: full GIA best on blur PSNR"),
     ("cmos_full", "cmos_no_gia", "test/seg/miou", "Tab. 5: full GIA best on mIoU"),
+    (
+        "cmos_full",
+        "manet",
+        "test/sr/psnr_y",
+        "Tab. 2/3: blind SR with CMOS's maps beats blind SR with MANet's",
+    ),
+    (
+        STAGE2_LABELS["seg"],
+        "cmos_full",
+        "test/sr/psnr_y",
+        "Tab. 2/3: SR from ground-truth maps is the upper bound of blind SR",
+    ),
 )
 
 
@@ -122,7 +149,56 @@ def load_preset(args: Sequence[str]) -> DictConfig:
     for key in ("seeds", "models", "overrides"):
         if not cfg.get(key):
             raise ValueError(f"comparison preset {preset!r} needs a non-empty '{key}'")
+    sr = cfg.get("sr")
+    if sr:
+        for key in ("stage2", "stage3"):
+            if not sr.get(key):
+                raise ValueError(
+                    f"comparison preset {preset!r}: sr.{key} must list the stage's "
+                    f"svblur-train overrides (e.g. [model=rrdb_sft, trainer.max_epochs=4]), "
+                    "or set sr=null to skip blind SR"
+                )
+        unknown = sorted(set(sr.get("blur_only") or []) - set(cfg.models))
+        if unknown:
+            raise ValueError(
+                f"sr.blur_only={unknown}: not in the preset's models {list(cfg.models)}"
+            )
     return cfg
+
+
+_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORDS = ("true", "false", "null", "nan", "inf")
+
+
+def hydra_value(value: Any) -> str:
+    """Write ``value`` (nested dicts and lists of plain values) in Hydra's override grammar.
+
+    Strings are quoted unless they are plain names that Hydra reads back as the same
+    string, so ``hydra_value({"a": [1, "x y"]})`` is ``{a:[1,"x y"]}``. Dict keys must be
+    plain names (Hydra does not accept quoted keys).
+    """
+    if isinstance(value, (dict, DictConfig)):
+        for key in value:
+            if not (_PLAIN_KEY.fullmatch(str(key)) and str(key).lower() not in _KEYWORDS):
+                raise ValueError(f"cannot write the dict key {key!r} as a Hydra override")
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _PLAIN_STRING.fullmatch(text) and text.lower() not in _KEYWORDS:
+        return text
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    raise ValueError(f"cannot write {text!r} as a Hydra override value (both quote characters)")
 
 
 def compose_train_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
@@ -215,17 +291,73 @@ def hardware() -> str:
     return "; ".join(parts)
 
 
-def stage3_note() -> str:
-    """Why the blind-SR column is (not) filled."""
-    if importlib.util.find_spec("svblur.systems.sr") is None:
+def _selected_models(cfg: DictConfig) -> list[str]:
+    """The preset's model labels that this comparison runs (``only``, else all)."""
+    only = list(cfg.get("only") or [])
+    return [m for m in cfg.models if not only or m in only]
+
+
+def _span(values: list[Any]) -> str:
+    """``"96"``, or ``"96-128"`` when the runs differ; ``"?"`` when none is known."""
+    known = sorted({int(v) for v in values if isinstance(v, int)})
+    if not known:
+        return "?"
+    return str(known[0]) if len(known) == 1 else f"{known[0]}-{known[-1]}"
+
+
+def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
+    """How the blind-SR columns were measured (stages 2 and 3), or why they are n/a."""
+    sr = cfg.get("sr")
+    if not sr:
         return (
-            "Blind-SR PSNR-Y (stage 3: RRDB-SFT on frozen stage-1 estimates) is not "
-            "measured: this checkout has no stage-3 system (svblur.systems.sr)."
+            "Blind-SR PSNR-Y/SSIM-Y are not measured (n/a): this preset has `sr: null`, so "
+            "neither stage 2 (RRDB-SFT on ground-truth maps) nor stage 3 (RRDB-SFT "
+            "fine-tuned on each model's frozen estimates) is trained; the `sr` section of "
+            "conf/compare/small.yaml shows how to enable them."
         )
+    net = OmegaConf.to_container(sr.net, resolve=True) if sr.get("net") else {}
+    assert isinstance(net, dict)
+    size = ", ".join(f"{k}={v}" for k, v in net.items())
+    size = (
+        f"`{size}`, other settings as conf/model/rrdb_sft.yaml"
+        if size
+        else "the released size (conf/model/rrdb_sft.yaml)"
+    )
+    blur_only = set(sr.get("blur_only") or [])
+    models = _selected_models(cfg)
+    kinds = {
+        "seg": (
+            f"with the semantic map (seg_encoding={net.get('seg_encoding', 'index')}) for "
+            + ", ".join(m for m in models if m not in blur_only)
+        ),
+        "blur": (
+            "blur-only (seg_encoding=none) for "
+            + ", ".join(m for m in models if m in blur_only)
+            + ", which predict no semantic map"
+        ),
+    }
+    parts = []
+    for kind, label in STAGE2_LABELS.items():
+        runs = [r for r in rows if r["model"] == label]
+        if runs:
+            parts.append(f"{kinds[kind]} ({label}, {runs[0]['params']:,} parameters)")
+    stage2_steps = _span([r.get("steps") for r in rows if r["model"] in STAGE2_LABELS.values()])
+    stage3_steps = _span([r.get("sr_steps") for r in rows])
     return (
-        "Blind-SR PSNR-Y is not measured: a stage-3 system (svblur.systems.sr) exists, but "
-        "this runner does not yet train stage 2 (RRDB-SFT) and fine-tune stage 3 per model "
-        "(MANet and CMOS both return {'blur': ...}; MANet has no 'seg')."
+        f"Blind SR (the paper's stages 2 and 3), RRDB-SFT of {size}. Stage 2, once per "
+        "seed and shared by that seed's models: RRDB-SFT trained on the ground-truth blur "
+        f"and semantic maps (`overrides` + `{' '.join(sr.stage2)}`, {stage2_steps} steps), "
+        + ("; ".join(parts) or "(none trained yet)")
+        + ". The stage2_gt_* rows are these networks tested on ground-truth maps (the "
+        "paper's upper bound; they get none of the stage-3 steps). Stage 3, per model and "
+        "seed, the same budget for every model: the model's final stage-1 weights, frozen, "
+        "estimate the maps from the LR image; RRDB-SFT starts from the matching stage-2 "
+        "weights of that seed, is fine-tuned on those estimates (`overrides` + "
+        f"`{' '.join(sr.stage3)}`, {stage3_steps} steps), then tested. Models that share a "
+        "stage-2 network differ only in their estimates; between the two groups the SR "
+        "network's input differs too (blur only vs blur + semantics), as in the paper. "
+        "PSNR-Y/SSIM-Y: Y channel, a border of `scale` pixels cropped, SR rounded to 8 "
+        "bits (svblur.metrics.sr)."
     )
 
 
@@ -256,7 +388,8 @@ def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
     by_model: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for key, _, _ in METRICS:
-            by_model.setdefault(row["model"], {}).setdefault(key, []).append(row[key])
+            value = row.get(key, math.nan)
+            by_model.setdefault(row["model"], {}).setdefault(key, []).append(value)
     higher = {key: better for key, _, better in METRICS}
     lines = []
     for good, bad, key, source in CLAIMS:
@@ -286,18 +419,37 @@ def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
 def write_tables(
     rows: list[dict[str, Any]], cfg: DictConfig, command: str, total_s: float, out_dir: Path
 ) -> tuple[Path, Path]:
-    """Write ``compare_<preset>.csv`` (per run) and ``compare_<preset>.md`` (summary)."""
+    """Write ``compare_<preset>.csv`` (per run) and ``compare_<preset>.md`` (summary).
+
+    Rows of the stage-1 models carry their stage-3 (blind-SR) results and ``sr_*`` columns;
+    the ``stage2_gt_*`` rows are the stage-2 networks, listed after the models.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"compare_{cfg.preset}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    fields = ["model", "seed", "params", "wall_s", *(k for k, _, _ in METRICS), "command"]
+    fields = [
+        "model",
+        "seed",
+        "params",
+        "wall_s",
+        *(k for k, _, _ in METRICS),
+        "command",
+        "steps",
+        "sr_stage2",
+        "sr_steps",
+        "sr_wall_s",
+        "sr_command",
+    ]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in fields})
 
-    models = list(dict.fromkeys(row["model"] for row in rows))
+    labels = list(dict.fromkeys(row["model"] for row in rows))
+    references = set(STAGE2_LABELS.values())
+    models = [m for m in labels if m not in references]
+    with_sr = bool(cfg.get("sr"))
     seeds = list(cfg.seeds)
     lines = [
         f"# Comparison `{cfg.preset}`: {', '.join(models)}",
@@ -305,18 +457,29 @@ def write_tables(
         f"Mean ± sample std over seeds {seeds} ({len(seeds)} runs per model), test split "
         "of the built-in data. Blur PSNR/SSIM: sigma/5, range 1; MAE in sigma pixels "
         "(lower is better); boundary = pixels within 3 px of a depth jump > 10 % "
-        "(svblur.metrics.boundary). n/a: the model has no such output.",
+        "(svblur.metrics.boundary). n/a: the model has no such output"
+        + (
+            "; stage2_gt_*: the stage-2 SR networks on ground-truth maps (reference)."
+            if with_sr
+            else "."
+        ),
         "",
-        "| model | params | " + " | ".join(lbl for _, lbl, _ in METRICS) + " | wall (s/run) |",
-        "|---" * (len(METRICS) + 3) + "|",
+        "| model | params | "
+        + " | ".join(lbl for _, lbl, _ in METRICS)
+        + " | wall (s/run) |"
+        + (" stage-3 wall (s/run) |" if with_sr else ""),
+        "|---" * (len(METRICS) + 3 + with_sr) + "|",
     ]
-    for model in models:
+    for model in models + [m for m in labels if m in references]:
         runs = [r for r in rows if r["model"] == model]
-        cells = [_fmt(*summarize([r[k] for r in runs]), _digits(k)) for k, _, _ in METRICS]
-        wall = statistics.fmean(r["wall_s"] for r in runs)
-        lines.append(
-            f"| {model} | {runs[0]['params']:,} | " + " | ".join(cells) + f" | {wall:.0f} |"
-        )
+        cells = [
+            _fmt(*summarize([r.get(k, math.nan) for r in runs]), _digits(k)) for k, _, _ in METRICS
+        ]
+        cells.append(f"{statistics.fmean(r['wall_s'] for r in runs):.0f}")
+        if with_sr:
+            sr_walls = [r["sr_wall_s"] for r in runs if r.get("sr_wall_s") is not None]
+            cells.append(f"{statistics.fmean(sr_walls):.0f}" if sr_walls else "n/a")
+        lines.append(f"| {model} | {runs[0]['params']:,} | " + " | ".join(cells) + " |")
     claims = claim_lines(rows)
     lines += ["", "## The paper's orderings on this data", ""]
     lines += claims or ["- (no pair of the paper's models in this preset)"]
@@ -324,8 +487,8 @@ def write_tables(
         "",
         "## Notes",
         "",
-        f"- {stage3_note()}",
-        f"- Identical budget for every model: `{' '.join(cfg.overrides)}`"
+        f"- {sr_note(cfg, rows)}",
+        f"- Identical stage-1 budget for every model: `{' '.join(cfg.overrides)}`"
         + (f" `{' '.join(cfg.extra)}`" if cfg.get("extra") else "")
         + ". The final weights are tested (no checkpoint selection).",
         f"- Command: `{command}`",
@@ -339,9 +502,16 @@ def write_tables(
         "",
     ]
     for row in rows:
+        steps = f", {row['steps']} steps" if row.get("steps") is not None else ""
         lines.append(
-            f"- {row['model']}, seed {row['seed']} ({row['wall_s']:.0f} s): `{row['command']}`"
+            f"- {row['model']}, seed {row['seed']} ({row['wall_s']:.0f} s{steps}): "
+            f"`{row['command']}`"
         )
+        if row.get("sr_command"):
+            lines.append(
+                f"  - stage 3 from {row['sr_stage2']} ({row['sr_wall_s']:.0f} s, "
+                f"{row['sr_steps']} steps): `{row['sr_command']}`"
+            )
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -349,64 +519,199 @@ def write_tables(
 def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
     """Train and test every model of the preset ``cfg`` for every seed; write the tables.
 
+    With the preset's ``sr`` section, every stage-1 run is followed by its stage 3 (blind
+    SR), after the seed's stage 2 where it is not trained yet (see :class:`_Runner`).
+
     Args:
         cfg: A preset from :func:`load_preset`.
         command: The command line recorded in the tables.
 
     Returns:
-        One dict per run: ``model``, ``seed``, ``params``, ``wall_s``, ``command`` and
-        every key of :data:`METRICS` (NaN where not logged).
+        One dict per run: ``model``, ``seed``, ``params``, ``wall_s``, ``command``, every
+        key of :data:`METRICS` (NaN where not logged) and, with blind SR, ``steps`` and the
+        ``sr_*`` entries; the stage-2 runs are rows labelled by :data:`STAGE2_LABELS`.
     """
     out_dir = Path(cfg.get("out_dir") or "results")
     log_dir = Path(cfg.get("log_dir") or "logs") / f"compare_{cfg.preset}"
-    rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
+    runner = _Runner(cfg, command, out_dir, log_dir)
     with shared_render_cache():
-        _run_all(cfg, command, rows, start, out_dir, log_dir)
-    return rows
+        runner.run()
+    return runner.rows
 
 
-def _run_all(
-    cfg: DictConfig,
-    command: str,
-    rows: list[dict[str, Any]],
-    start: float,
-    out_dir: Path,
-    log_dir: Path,
-) -> None:
-    only = list(cfg.get("only") or [])
-    unknown = sorted(set(only) - set(cfg.models))
-    if unknown:
-        raise ValueError(f"only={unknown}: not in the preset's models {list(cfg.models)}")
-    for model, model_overrides in cfg.models.items():
-        if only and model not in only:
-            continue
-        for seed in cfg.seeds:
-            overrides = [
-                *model_overrides,
-                *cfg.overrides,
-                *(cfg.get("extra") or []),
-                f"seed={seed}",
-                f"task_name=compare_{cfg.preset}",
-            ]
-            job_cfg = compose_train_config(overrides, log_dir / model / f"seed{seed}")
-            params = _trainable_parameters(job_cfg)
-            log.info("compare: %s seed %s (%s parameters)", model, seed, f"{params:,}")
-            t0 = time.perf_counter()
-            metrics = train(job_cfg)
-            wall = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "model": model,
-                "seed": int(seed),
-                "params": params,
-                "wall_s": round(wall, 1),
-                "command": "svblur-train " + " ".join(shlex.quote(o) for o in overrides),
-            }
-            row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
-            rows.append(row)
-            log.info("compare: %s seed %s done in %.0f s", model, seed, wall)
-            # Write after every run, so that an interrupted comparison keeps its results.
-            write_tables(rows, cfg, command, time.perf_counter() - start, out_dir)
+def _global_step(weights: Path) -> int:
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["global_step"])
+
+
+def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -> None:
+    target = get_class(cfg.model._target_)
+    if not (isinstance(target, type) and issubclass(target, expected)):
+        raise ValueError(
+            f"{where} must select a {expected.__name__} model ({example}), got "
+            f"model._target_={cfg.model._target_}"
+        )
+
+
+class _Runner:
+    """Runs the stages of one comparison, keeps the rows, writes the tables after each run.
+
+    Output folders under ``log_dir``: ``<model>/seed<N>/`` (stage 1),
+    ``<model>/seed<N>/stage3/`` and ``stage2_gt_*/seed<N>/``; with blind SR each holds the
+    weights at the end of training in :data:`WEIGHTS_FILE`.
+    """
+
+    def __init__(self, cfg: DictConfig, command: str, out_dir: Path, log_dir: Path) -> None:
+        self.cfg = cfg
+        self.command = command
+        self.out_dir = out_dir
+        self.log_dir = log_dir
+        self.sr: DictConfig | None = cfg.get("sr") or None
+        self.blur_only = set(self.sr.get("blur_only") or []) if self.sr else set()
+        self.rows: list[dict[str, Any]] = []
+        #: (seed, "seg" | "blur") -> the stage-2 row (label, weights) of that seed.
+        self.stage2: dict[tuple[int, str], dict[str, Any]] = {}
+        self.start = time.perf_counter()
+
+    def run(self) -> None:
+        """Every selected model and seed: stage 1, then (with ``sr``) stage 3."""
+        only = list(self.cfg.get("only") or [])
+        unknown = sorted(set(only) - set(self.cfg.models))
+        if unknown:
+            raise ValueError(f"only={unknown}: not in the preset's models {list(self.cfg.models)}")
+        for model in _selected_models(self.cfg):
+            for seed in self.cfg.seeds:
+                row, job_cfg, metrics = self.stage1(model, int(seed))
+                if self.sr:
+                    self.stage3(row, job_cfg, metrics)
+
+    def write(self) -> None:
+        # After every run, so that an interrupted comparison keeps its results.
+        elapsed = time.perf_counter() - self.start
+        write_tables(self.rows, self.cfg, self.command, elapsed, self.out_dir)
+
+    def _tail(self, seed: int) -> list[str]:
+        return [f"seed={seed}", f"task_name=compare_{self.cfg.preset}"]
+
+    def _train(
+        self, job_cfg: DictConfig, overrides: list[str], count_parameters: bool = True
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Run one composed ``svblur-train`` job; with blind SR, save its final weights."""
+        info: dict[str, Any] = {
+            "command": "svblur-train " + " ".join(shlex.quote(o) for o in overrides)
+        }
+        if count_parameters:
+            info["params"] = _trainable_parameters(job_cfg)
+        weights = Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.sr else None
+        t0 = time.perf_counter()
+        metrics = train(job_cfg, weights_path=weights)
+        info["wall_s"] = round(time.perf_counter() - t0, 1)
+        if weights is not None:
+            info["weights"] = weights
+            info["steps"] = _global_step(weights)
+        return metrics, info
+
+    def stage1(self, model: str, seed: int) -> tuple[dict[str, Any], DictConfig, dict[str, float]]:
+        """Train and test ``model`` (its blur/semantics metrics); append its row."""
+        overrides = [
+            *self.cfg.models[model],
+            *self.cfg.overrides,
+            *(self.cfg.get("extra") or []),
+            *self._tail(seed),
+        ]
+        log.info("compare: %s seed %s", model, seed)
+        job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
+        metrics, info = self._train(job_cfg, overrides)
+        row: dict[str, Any] = {"model": model, "seed": seed, **info}
+        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
+        self.rows.append(row)
+        log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
+        self.write()
+        return row, job_cfg, metrics
+
+    def stage2_for(self, seed: int, kind: str) -> dict[str, Any]:
+        """The seed's stage-2 row of ``kind`` (``seg`` or ``blur``), trained on first use."""
+        if (seed, kind) in self.stage2:
+            return self.stage2[(seed, kind)]
+        assert self.sr is not None
+        label = STAGE2_LABELS[kind]
+        overrides = [
+            *self.cfg.overrides,
+            *self.sr.stage2,
+            *(f"model.net.{k}={hydra_value(v)}" for k, v in (self.sr.get("net") or {}).items()),
+            *(self.cfg.get("extra") or []),
+            *(["model.net.seg_encoding=none"] if kind == "blur" else []),
+            *self._tail(seed),
+        ]
+        log.info("compare: stage 2 (%s) seed %s", label, seed)
+        job_cfg = compose_train_config(overrides, self.log_dir / label / f"seed{seed}")
+        _require_system(job_cfg, NonBlindSRTask, "sr.stage2", "model=rrdb_sft")
+        metrics, info = self._train(job_cfg, overrides)
+        row: dict[str, Any] = {"model": label, "seed": seed, **info}
+        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
+        self.rows.append(row)
+        self.stage2[(seed, kind)] = row
+        log.info("compare: stage 2 (%s) seed %s done in %.0f s", label, seed, info["wall_s"])
+        self.write()
+        return row
+
+    def stage3(
+        self, row: dict[str, Any], stage1_cfg: DictConfig, metrics: dict[str, float]
+    ) -> None:
+        """Fine-tune RRDB-SFT on the frozen estimates of ``row``'s model; test; fill the row."""
+        assert self.sr is not None
+        model, seed = row["model"], row["seed"]
+        kind = "blur" if model in self.blur_only else "seg"
+        if kind == "seg" and "test/seg/miou" not in metrics:
+            raise ValueError(
+                f"{model} predicts no semantic map (it logged no test/seg/miou), so its "
+                f"blind SR needs the blur-only RRDB-SFT: add {model} to sr.blur_only"
+            )
+        stage2 = self.stage2_for(seed, kind)
+        estimator = OmegaConf.to_container(stage1_cfg.model.net, resolve=True)
+        overrides = [
+            *self.cfg.overrides,
+            *self.sr.stage3,
+            *(f"model.net.sr.{k}={hydra_value(v)}" for k, v in (self.sr.get("net") or {}).items()),
+            *(self.cfg.get("extra") or []),
+            # the stage-1 network, as configured for that run
+            "~model.net.estimator",
+            f"+model.net.estimator={hydra_value(estimator)}",
+            *(["model.net.sr.seg_encoding=none"] if kind == "blur" else []),
+            f"model.estimator_ckpt={hydra_value(str(row['weights']))}",
+            f"model.sr_ckpt={hydra_value(str(stage2['weights']))}",
+            *self._tail(seed),
+        ]
+        log.info("compare: stage 3 of %s seed %s (from %s)", model, seed, stage2["model"])
+        job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}" / "stage3")
+        _require_system(job_cfg, BlindSRTask, "sr.stage3", "model=blind_sr")
+        if OmegaConf.to_container(job_cfg.model.net.estimator, resolve=True) != estimator:
+            raise RuntimeError(
+                f"stage 3 of {model}: the composed model.net.estimator differs from the "
+                "stage-1 network (an override value was not written back faithfully)"
+            )
+        sr_metrics, info = self._train(job_cfg, overrides, count_parameters=False)
+        row.update({k: float(sr_metrics.get(k, math.nan)) for k, _, _ in METRICS if "/sr/" in k})
+        row.update(
+            sr_stage2=stage2["model"],
+            sr_steps=info["steps"],
+            sr_wall_s=info["wall_s"],
+            sr_command=info["command"],
+            sr_weights=info["weights"],
+        )
+        # The frozen estimator is the stage-1 network: it measures the same blur again.
+        before, after = metrics.get("test/blur/psnr"), sr_metrics.get("test/blur/psnr")
+        if before is not None and after is not None and abs(before - after) > 0.01:
+            log.warning(
+                "compare: stage 3 of %s seed %s measures blur PSNR %.4f dB, stage 1 %.4f dB: "
+                "is the estimator the stage-1 network?",
+                model,
+                seed,
+                after,
+                before,
+            )
+        log.info("compare: stage 3 of %s seed %s done in %.0f s", model, seed, info["wall_s"])
+        self.write()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -422,8 +727,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = run_comparison(cfg, command)
     out_dir = Path(cfg.get("out_dir") or "results")
     log.info(
-        "compare: %d runs; tables in %s",
+        "compare: %d rows (%d with blind SR); tables in %s",
         len(rows),
+        sum(1 for r in rows if r.get("sr_command")),
         out_dir / f"compare_{cfg.preset}.{{md,csv}}",
     )
 

@@ -60,7 +60,7 @@ def _resume_wandb_run(cfg: DictConfig, ckpt_path: str) -> None:
             wandb_cfg.resume = "allow"
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, float]:
     """Fit the model, then test the best checkpoint; return the logged metrics.
 
     ``ckpt_path`` resumes training (step count, LR schedule, data order, W&B run) from a
@@ -68,6 +68,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Args:
         cfg: A config composed from ``conf/train.yaml``.
+        weights_path: Where to save the weights at the end of training (a Lightning
+            checkpoint without optimizer state, whatever the checkpoint callbacks do), e.g.
+            for a later stage to start from; ``None`` saves nothing more.
 
     Returns:
         Final training/validation metrics merged with the test metrics.
@@ -88,6 +91,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 weights_only=True,
             )
             metrics.update(metrics_as_floats(trainer.callback_metrics))
+            if weights_path is not None:
+                trainer.save_checkpoint(weights_path, weights_only=True)
         if cfg.get("test", False):
             best = None
             if trainer.checkpoint_callback is not None:
