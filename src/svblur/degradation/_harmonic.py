@@ -137,7 +137,7 @@ class _BandedCholesky:
             )  # fmt: skip
             info = status.value
         if info != 0:  # pragma: no cover - the system is positive definite
-            raise RuntimeError(f"harmonic_fill: banded Cholesky failed (info={info})")
+            raise RuntimeError(f"prepare_fill: banded Cholesky failed (info={info})")
         self.band = band
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
