@@ -107,3 +107,14 @@ def ensure_tty_safe() -> None:
     """Rich progress bars need a terminal size; give one when output is piped (CI)."""
     if not sys.stdout.isatty():
         os.environ.setdefault("COLUMNS", "120")
+
+
+def run_hydra_app(hydra_main: Any) -> None:
+    """Run a ``@hydra.main(config_path=None)`` function on svblur's ``conf/`` folder.
+
+    The folder is passed as ``--config-path`` unless the command line names one.
+    """
+    ensure_tty_safe()
+    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
+        sys.argv.insert(1, f"--config-path={config_dir()}")
+    hydra_main()

@@ -27,11 +27,10 @@ from omegaconf import DictConfig
 from ._common import (
     apply_extras,
     build,
-    config_dir,
-    ensure_tty_safe,
     finish,
     metrics_as_floats,
     require,
+    run_hydra_app,
 )
 
 log = logging.getLogger("svblur")
@@ -138,12 +137,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    import sys
-
-    ensure_tty_safe()
-    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
-        sys.argv.insert(1, f"--config-path={config_dir()}")
-    _hydra_main()
+    run_hydra_app(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from svblur.inference import TiledPredictor
 from svblur.models.convert import load_weights, read_state_dict
 from svblur.systems.visualize import colorize_scalar, palette
 
-from ._common import apply_extras, config_dir, ensure_tty_safe, require
+from ._common import apply_extras, require, run_hydra_app
 
 log = logging.getLogger("svblur")
 
@@ -247,12 +247,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    import sys
-
-    ensure_tty_safe()
-    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
-        sys.argv.insert(1, f"--config-path={config_dir()}")
-    _hydra_main()
+    run_hydra_app(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ._common import apply_extras, build, config_dir, ensure_tty_safe, finish, metrics_as_floats
+from ._common import apply_extras, build, finish, metrics_as_floats, run_hydra_app
 
 log = logging.getLogger("svblur")
 
@@ -121,12 +121,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console-script entry point."""
-    import sys
-
-    ensure_tty_safe()
-    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
-        sys.argv.insert(1, f"--config-path={config_dir()}")
-    _hydra_main()
+    run_hydra_app(_hydra_main)
 
 
 if __name__ == "__main__":
