@@ -8,16 +8,15 @@ from torchmetrics import Metric
 from .functional import IGNORE_INDEX, blur_psnr, blur_ssim, confusion_matrix, miou_from_confusion
 
 
-class _PerImageMean(Metric):
-    """Mean over images of a per-image score."""
+class PerImageMean(Metric):
+    """Mean over images of a per-image score (``_score``), capped at 100 per image."""
 
     full_state_update = False
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, blur_norm: float = 5.0, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.blur_norm = float(blur_norm)
         self.add_state(
             "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
         )
@@ -35,17 +34,26 @@ class _PerImageMean(Metric):
         self.count += scores.numel()
 
     def compute(self) -> torch.Tensor:
+        """Mean over the images seen (float32)."""
         return (self.total / self.count.clamp(min=1)).float()
 
 
-class BlurPSNR(_PerImageMean):
+class _BlurMetric(PerImageMean):
+    """A per-image blur-map score; sigma is divided by ``blur_norm``."""
+
+    def __init__(self, blur_norm: float = 5.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.blur_norm = float(blur_norm)
+
+
+class BlurPSNR(_BlurMetric):
     """Blur-map PSNR (sigma / ``blur_norm``, data range 1), mean over images."""
 
     def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return blur_psnr(pred, target, self.blur_norm)
 
 
-class BlurSSIM(_PerImageMean):
+class BlurSSIM(_BlurMetric):
     """Blur-map SSIM (sigma / ``blur_norm``, data range 1), mean over images."""
 
     def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import Metric
+
+from .metrics import PerImageMean
 
 __all__ = [
     "SRPSNR",
@@ -141,12 +142,8 @@ def ssim_rgb(
     return _ssim_255(p * 255.0, t * 255.0)
 
 
-class _SRMetric(Metric):
-    """Mean over images of a per-image SR score; DDP-safe (states reduce by sum)."""
-
-    full_state_update = False
-    higher_is_better = True
-    is_differentiable = False
+class _SRMetric(PerImageMean):
+    """Mean over images of a per-image SR score of ``(B, 3, H, W)`` batches."""
 
     def __init__(
         self, crop_border: int = 4, y_channel: bool = True, quantize: bool = True, **kwargs
@@ -155,24 +152,6 @@ class _SRMetric(Metric):
         self.crop_border = int(crop_border)
         self.y_channel = bool(y_channel)
         self.quantize = bool(quantize)
-        self.add_state(
-            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
-        )
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add the images of a batch ``(B, 3, H, W)`` (computed in float64 whatever the dtype)."""
-        # A perfect reconstruction has infinite PSNR; cap so one image cannot make the mean inf.
-        scores = self._score(pred.float(), target.float()).clamp(max=100.0)
-        self.total += scores.sum().to(self.total)
-        self.count += scores.numel()
-
-    def compute(self) -> torch.Tensor:
-        """Mean over the images seen (float32)."""
-        return (self.total / self.count.clamp(min=1)).float()
 
 
 class SRPSNR(_SRMetric):
