@@ -641,9 +641,7 @@ class BSRDataModule(ResumableDataMixin, L.LightningDataModule):
     def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
         if key not in self.datasets:
             self.setup(None)
-        # Seeded per-epoch order (resumable); unpadded evaluation shards under DDP.
-        drop_last = shuffle and len(self.datasets[key]) > batch_size
-        return self.loader(self.datasets[key], batch_size, train=shuffle, drop_last=drop_last)
+        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)

@@ -506,9 +506,7 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
                 self.test_group_names = names
 
     def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
-        # Seeded per-epoch order (resumable); unpadded evaluation shards under DDP.
-        drop_last = shuffle and len(self.datasets[key]) > batch_size
-        return self.loader(self.datasets[key], batch_size, train=shuffle, drop_last=drop_last)
+        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)

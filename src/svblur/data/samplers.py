@@ -166,3 +166,9 @@ class ResumableDataMixin:
             with_epoch=with_epoch,
             resume=self.resume_position if train else None,
         )
+
+    def split_loader(self, dataset: Sized, batch_size: int, train: bool) -> DataLoader:
+        """:meth:`loader` for a split of a folder data set: training drops a last partial
+        batch when there are more; evaluation shards stay unpadded under DDP."""
+        drop_last = train and len(dataset) > batch_size
+        return self.loader(dataset, batch_size, train=train, drop_last=drop_last)
