@@ -593,6 +593,21 @@ class _Runner:
     def _tail(self, seed: int) -> list[str]:
         return [f"seed={seed}", f"task_name=compare_{self.cfg.preset}"]
 
+    def _net_overrides(self, prefix: str) -> list[str]:
+        """The preset's SR network size as overrides of ``prefix`` (e.g. ``model.net``)."""
+        assert self.sr is not None
+        net = self.sr.get("net") or {}
+        return [f"{prefix}.{k}={hydra_value(v)}" for k, v in net.items()]
+
+    def _add_row(
+        self, label: str, seed: int, info: dict[str, Any], metrics: dict[str, float]
+    ) -> dict[str, Any]:
+        """Append the row of a finished run (its :data:`METRICS`, NaN where not logged)."""
+        row: dict[str, Any] = {"model": label, "seed": seed, **info}
+        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
+        self.rows.append(row)
+        return row
+
     def _train(
         self, job_cfg: DictConfig, overrides: list[str], count_parameters: bool = True
     ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -622,9 +637,7 @@ class _Runner:
         log.info("compare: %s seed %s", model, seed)
         job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
         metrics, info = self._train(job_cfg, overrides)
-        row: dict[str, Any] = {"model": model, "seed": seed, **info}
-        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
-        self.rows.append(row)
+        row = self._add_row(model, seed, info, metrics)
         log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
         self.write()
         return row, job_cfg, metrics
@@ -638,7 +651,7 @@ class _Runner:
         overrides = [
             *self.cfg.overrides,
             *self.sr.stage2,
-            *(f"model.net.{k}={hydra_value(v)}" for k, v in (self.sr.get("net") or {}).items()),
+            *self._net_overrides("model.net"),
             *(self.cfg.get("extra") or []),
             *(["model.net.seg_encoding=none"] if kind == "blur" else []),
             *self._tail(seed),
@@ -647,9 +660,7 @@ class _Runner:
         job_cfg = compose_train_config(overrides, self.log_dir / label / f"seed{seed}")
         _require_system(job_cfg, NonBlindSRTask, "sr.stage2", "model=rrdb_sft")
         metrics, info = self._train(job_cfg, overrides)
-        row: dict[str, Any] = {"model": label, "seed": seed, **info}
-        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
-        self.rows.append(row)
+        row = self._add_row(label, seed, info, metrics)
         self.stage2[(seed, kind)] = row
         log.info("compare: stage 2 (%s) seed %s done in %.0f s", label, seed, info["wall_s"])
         self.write()
@@ -672,7 +683,7 @@ class _Runner:
         overrides = [
             *self.cfg.overrides,
             *self.sr.stage3,
-            *(f"model.net.sr.{k}={hydra_value(v)}" for k, v in (self.sr.get("net") or {}).items()),
+            *self._net_overrides("model.net.sr"),
             *(self.cfg.get("extra") or []),
             # the stage-1 network, as configured for that run
             "~model.net.estimator",
