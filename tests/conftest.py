@@ -29,6 +29,19 @@ TINY = [
     "trainer.log_every_n_steps=1",
 ]
 
+# A minimal blind-SR network (model=blind_sr): RRDB-SFT and CMOS estimator at toy size.
+TINY_BLIND_NET = [
+    "model.net.sr.num_features=8",
+    "model.net.sr.num_blocks=1",
+    "model.net.sr.growth_channels=4",
+    "model.net.sr.prior_channels=8",
+    "model.net.sr.gia_groups=2",
+    "model.net.sr.window_size=[8,8]",
+    "model.net.estimator.window_size=[4,5]",
+    # channels-last kernels take seconds to warm up on CPU; irrelevant at this size
+    "model.net.estimator.channels_last=false",
+]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread() -> None:

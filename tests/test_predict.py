@@ -19,18 +19,7 @@ from svblur.degradation import blur_map_from_png
 from svblur.inference import TiledPredictor, tile_starts, tile_weights
 from svblur.models import CMOS, RRDBSFT, BlindSR
 
-from .conftest import CONFIG_DIR
-
-TINY_NET = [
-    "model.net.sr.num_features=8",
-    "model.net.sr.num_blocks=1",
-    "model.net.sr.growth_channels=4",
-    "model.net.sr.prior_channels=8",
-    "model.net.sr.gia_groups=2",
-    "model.net.sr.window_size=[8,8]",
-    "model.net.estimator.window_size=[4,5]",
-    "model.net.estimator.channels_last=false",
-]
+from .conftest import CONFIG_DIR, TINY_BLIND_NET
 
 
 def tiny_blind_sr(num_classes: int = 6) -> BlindSR:
@@ -150,7 +139,7 @@ def test_predict_app_on_a_folder_of_mixed_images(tmp_path):
     cfg = _predict_cfg(
         tmp_path,
         [f"ckpt={ckpt}", f"input={photos}", f"output={out}", "tile_size=1100", "tile_overlap=16"]
-        + TINY_NET,
+        + TINY_BLIND_NET,
     )
     summary = predict(cfg)
 

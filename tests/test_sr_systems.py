@@ -16,6 +16,8 @@ from svblur.cli.eval import evaluate, metric_table
 from svblur.cli.train import train
 from svblur.systems.sr import sample_positions
 
+from .conftest import TINY_BLIND_NET
+
 # Space-invariant samples only: they render in milliseconds (the layered space-variant
 # renderer takes seconds per sample), and the SR stages do not depend on the blur layout.
 FAST_DATA = ["data.space_invariant_fraction=1.0", "data.augment=false"]
@@ -28,18 +30,7 @@ TINY_SR = FAST_DATA + [
     "model.net.window_size=[8,8]",
     "model.log_images=2",
 ]
-TINY_BLIND = FAST_DATA + [
-    "model.net.sr.num_features=8",
-    "model.net.sr.num_blocks=1",
-    "model.net.sr.growth_channels=4",
-    "model.net.sr.prior_channels=8",
-    "model.net.sr.gia_groups=2",
-    "model.net.sr.window_size=[8,8]",
-    "model.net.estimator.window_size=[4,5]",
-    # channels-last kernels take seconds to warm up on CPU; irrelevant at this size
-    "model.net.estimator.channels_last=false",
-    "model.log_images=2",
-]
+TINY_BLIND = FAST_DATA + TINY_BLIND_NET + ["model.log_images=2"]
 
 
 def test_stage2_trains_and_eval_writes_tables(make_cfg, tmp_path):
