@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -9,6 +11,7 @@ import torch
 
 from svblur.degradation import _harmonic as harmonic
 from svblur.degradation import (
+    defocus,
     defocus_sigma,
     fill_invalid_depth,
     render_defocus,
@@ -197,6 +200,37 @@ def test_threaded_rendering_is_identical_to_one_thread(threads: int) -> None:
     np.testing.assert_array_equal(sigma_many, sigma_one)
     expected, _ = render_defocus_reference(image, depth, 50.0, focus)
     assert np.abs(many - expected).max() * 255 < 0.01
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_error_in_a_planned_layer_reaches_the_caller(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, depth = _scene(96, 160, seed=5)
+    focus = float(depth[60, 20])
+    plan = defocus._Renderer.plan
+
+    def failing_plan(self, index, region, upcoming):
+        if index == 7:
+            raise RuntimeError("layer 7 failed")
+        return plan(self, index, region, upcoming)
+
+    monkeypatch.setattr(defocus._Renderer, "plan", failing_plan)
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="layer 7 failed"):
+        render_defocus(image, depth, 50.0, focus, threads=threads)
+    assert threading.active_count() == before  # helper threads joined
+
+
+def test_pool_runs_queued_tasks_on_the_waiting_thread() -> None:
+    pool = defocus._Pool(0)  # no helper: every task runs when waited for, in order
+    ran: list[int] = []
+    tasks = [pool.submit(ran.append, i) for i in range(3)]
+    pool.wait(tasks[1])
+    assert ran == [0, 1] and not tasks[2].done.is_set()
+    pool.wait(tasks[2])
+    assert ran == [0, 1, 2]
+    pool.shutdown()
 
 
 @pytest.mark.parametrize("block_overhead", [None, 0.0])

@@ -26,7 +26,8 @@ per-layer transcription it is tested against.
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -371,19 +372,21 @@ class _Tiles:
         tile_y = (np.arange(height) // TILE)[:, None]
         tile_x = (np.arange(width) // TILE)[None, :]
         tile_id = (tile_y * self.cols + tile_x).ravel()
-        pairs = np.unique(layer_map.ravel() * (self.rows * self.cols) + tile_id)
-        occupancy = np.zeros((count, self.rows * self.cols), dtype=bool)
-        occupancy[pairs // (self.rows * self.cols), pairs % (self.rows * self.cols)] = True
+        occupancy = np.zeros(count * self.rows * self.cols, dtype=bool)
+        occupancy[layer_map.ravel() * (self.rows * self.cols) + tile_id] = True
         self.occupancy = occupancy.reshape(count, self.rows, self.cols)
         self.prefix = np.logical_or.accumulate(self.occupancy, axis=0)  # layers 0..i
         self.suffix = np.logical_or.accumulate(self.occupancy[::-1], axis=0)[::-1]  # i..L-1
 
     def dilate(self, grid: np.ndarray, pixels: int) -> np.ndarray:
         """Tiles within ``pixels`` of an occupied tile."""
-        steps = -(-pixels // TILE)
-        if steps == 0:
-            return grid
-        return ndi.binary_dilation(grid, np.ones((2 * steps + 1,) * 2, dtype=bool))
+        grid = grid.copy()
+        for _ in range(-(-pixels // TILE)):  # each step: a 3 x 3 dilation
+            grid[1:] |= grid[:-1]  # NumPy buffers overlapping operands
+            grid[:-1] |= grid[1:]
+            grid[:, 1:] |= grid[:, :-1]
+            grid[:, :-1] |= grid[:, 1:]
+        return grid
 
 
 class _Canvas:
@@ -396,26 +399,28 @@ class _Canvas:
     """
 
     def __init__(self, image: torch.Tensor, layer_map: torch.Tensor, halo: int) -> None:
-        _, height, width = image.shape
+        """``image``: the :func:`_tile_windows` of the ``(3, H, W)`` image with ``halo``."""
+        height, width = layer_map.shape
         self.height, self.width, self.halo = height, width, halo
         self.rows, self.cols = -(-height // TILE), -(-width // TILE)
         device = image.device
-        ys = symmetric_index(-halo, self.rows * TILE + halo, height).to(device)
-        xs = symmetric_index(-halo, self.cols * TILE + halo, width).to(device)
-        span = TILE + 2 * halo
-
-        def windows(padded: torch.Tensor) -> torch.Tensor:
-            tiles = padded.unfold(-2, span, TILE).unfold(-2, span, TILE)  # (C, R, Q, s, s)
-            return tiles.flatten(-4, -3).movedim(-3, 0).contiguous()
-
-        self.image = windows(image[:, ys][:, :, xs])  # (T, 3, s, s)
-        self.labels = windows(layer_map[ys][:, xs][None])[:, 0]  # (T, s, s)
+        self.image = image  # (T, 3, s, s)
+        self.labels = _tile_windows(layer_map[None], halo)[:, 0]  # (T, s, s)
         count = self.rows * self.cols
         self.acc = image.new_zeros((count, 4, TILE, TILE))
         inside_y = torch.arange(self.rows * TILE, device=device) < height
         inside_x = torch.arange(self.cols * TILE, device=device) < width
         inside = inside_y[:, None] & inside_x[None, :]
         self.in_image = inside.unfold(0, TILE, TILE).unfold(1, TILE, TILE).flatten(0, 1)
+        # Flat image index of tile t's pixel p (p = row-major within the tile).
+        tile_y, tile_x = np.divmod(np.arange(count), self.cols)
+        self.tile_origin = (tile_y * TILE * width + tile_x * TILE).astype(np.int64)
+        pixel_y, pixel_x = np.divmod(np.arange(TILE * TILE), TILE)
+        self.pixel_offset = pixel_y * width + pixel_x
+        # Index into acc.view(-1) of each image pixel's mask channel.
+        y, x = np.divmod(np.arange(height * width), width)
+        tile = (y // TILE) * self.cols + x // TILE
+        self.acc_pixel = (tile * 4 * TILE + y % TILE) * TILE + x % TILE
 
     def ids(self, grid: np.ndarray) -> torch.Tensor:
         """Tile ids of the ``True`` cells of a ``(rows, cols)`` grid."""
@@ -423,11 +428,14 @@ class _Canvas:
 
     def acc_index(self, flat: np.ndarray, channels: slice) -> torch.Tensor:
         """Indices into ``acc.view(-1)`` of ``channels`` at flat image indices, pixel-major."""
-        y, x = np.divmod(flat, self.width)
-        tile = (y // TILE) * self.cols + x // TILE
-        pixel = (tile * 4 * TILE + y % TILE) * TILE + x % TILE
-        index = pixel[:, None] + np.arange(4)[channels] * (TILE * TILE)
+        index = self.acc_pixel[flat][:, None] + np.arange(4)[channels] * (TILE * TILE)
         return torch.from_numpy(index.ravel()).to(self.acc.device)
+
+    def flat_index(self, ids: torch.Tensor, pixels: torch.Tensor) -> np.ndarray:
+        """Flat image indices of the ``True`` pixels of ``pixels`` ``(n, T, T)`` on tiles ``ids``."""
+        where = np.flatnonzero(pixels.cpu().numpy())
+        tile, pixel = np.divmod(where, TILE * TILE)
+        return self.tile_origin[ids.cpu().numpy()[tile]] + self.pixel_offset[pixel]
 
     def image_out(self) -> torch.Tensor:
         """``(3, H, W)`` = accumulated colour / accumulated mask."""
@@ -436,6 +444,22 @@ class _Canvas:
         mask = acc[0]
         safe = torch.where(mask > 0, mask, torch.ones_like(mask))
         return (acc[1:] / safe).clamp_(0.0, 1.0)
+
+
+def _halo(max_coc: float) -> int:
+    """Pixels any layer kernel reaches beyond its output pixel (half the support)."""
+    return max(_pads(max(int(round(max_coc)), 1)))
+
+
+def _tile_windows(planes: torch.Tensor, halo: int) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(T, C, s, s)``: each tile's window of the symmetric-padded planes."""
+    _, height, width = planes.shape
+    rows, cols = -(-height // TILE), -(-width // TILE)
+    ys = symmetric_index(-halo, rows * TILE + halo, height).to(planes.device)
+    xs = symmetric_index(-halo, cols * TILE + halo, width).to(planes.device)
+    span = TILE + 2 * halo
+    tiles = planes[:, ys][:, :, xs].unfold(-2, span, TILE).unfold(-2, span, TILE)  # (C, R, Q, s, s)
+    return tiles.flatten(-4, -3).movedim(-3, 0).contiguous()
 
 
 def _band_matrix(taps: torch.Tensor) -> torch.Tensor:
@@ -491,16 +515,91 @@ class _LayerPlan:
     fill: _Fill | None  # the fill before compositing the layer (None: no fill)
 
 
-class _Inline:
-    """A stand-in executor that runs each task at once on the calling thread."""
+class _Task:
+    """A queued call; :meth:`result` waits for it and re-raises its error."""
 
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
+    __slots__ = ("args", "done", "error", "fn", "value")
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+    def __init__(self, fn: Any, args: tuple) -> None:
+        self.fn, self.args = fn, args
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as error:  # re-raised by result() on the waiting thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def result(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Pool:
+    """First-in first-out tasks run by ``helpers`` threads and by the waiting caller.
+
+    :meth:`wait` runs queued tasks on the calling thread until the awaited one is
+    done, so ``threads`` workers need only ``threads - 1`` helper threads and no
+    core sits idle (nor is oversubscribed) while the compositing thread waits.
+    A task may wait (plainly) for tasks queued before it: those have started.
+    """
+
+    def __init__(self, helpers: int) -> None:
+        self.threads = helpers + 1
+        self._queue: deque[_Task] = deque()
+        self._queued = threading.Semaphore(0)
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(helpers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Any, *args: Any) -> _Task:
+        task = _Task(fn, args)
+        self._queue.append(task)
+        self._queued.release()
+        return task
+
+    def _pop(self) -> _Task | None:
+        try:
+            return self._queue.popleft()
+        except IndexError:
+            return None
+
+    def _work(self) -> None:
+        _flush_denormals()
+        while True:
+            self._queued.acquire()
+            if self._closed:
+                return
+            task = self._pop()
+            if task is not None:  # else the caller ran it
+                task.run()
+
+    def wait(self, task: _Task) -> Any:
+        while not task.done.is_set():
+            other = self._pop()
+            if other is None:
+                break
+            other.run()
+        return task.result()
+
+    def cancel(self) -> None:
+        """Drop the tasks not yet started."""
+        self._queue.clear()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        for _ in self._threads:
+            self._queued.release()
+        for thread in self._threads:
+            thread.join()
 
 
 def _flush_denormals() -> None:
@@ -517,26 +616,30 @@ class _Renderer:
     compositing.
     """
 
-    def __init__(self, image: torch.Tensor, layers: DefocusLayers, max_coc: float) -> None:
-        _, self.height, self.width = image.shape
-        device, dtype = image.device, image.dtype
+    def __init__(self, windows: torch.Tensor, layers: DefocusLayers, max_coc: float) -> None:
+        """``windows``: the image's :func:`_tile_windows` with the halo :func:`_halo`."""
+        self.height, self.width = layers.layer_map.shape
+        device, dtype = windows.device, windows.dtype
         self.layers = layers
         self.count = len(layers.coc)
         self.tiles = _Tiles(layers.layer_map, self.count)
         label_dtype = torch.int16 if self.count < 2**15 else torch.int32
         layer_map = torch.from_numpy(layers.layer_map).to(device=device, dtype=label_dtype)
-        kernels: dict[float, _Kernel] = {}
-        halo = 0
-        for coc in np.unique(layers.coc[layers.coc > 1]):
-            kernels[float(coc)] = _Kernel(float(coc), max_coc, 0, dtype, device)
-            halo = max(halo, kernels[float(coc)].before, kernels[float(coc)].after)
-        self.kernels = {coc: _Kernel(coc, max_coc, halo, dtype, device) for coc in kernels}
-        self.canvas = _Canvas(image, layer_map, halo)
+        halo = _halo(max_coc)
+        self.halo, self.max_coc, self.dtype, self.device = halo, max_coc, dtype, device
+        self.kernels: dict[float, _Kernel] = {}  # built on first use, by whichever thread
+        self.canvas = _Canvas(windows, layer_map, halo)
         self.inner = slice(halo, halo + TILE)
 
     def kernel(self, index: int) -> _Kernel | None:
         coc = float(self.layers.coc[index])
-        return self.kernels[coc] if coc > 1 else None
+        if coc <= 1:
+            return None
+        kernel = self.kernels.get(coc)
+        if kernel is None:  # two threads may both build it: same values
+            kernel = _Kernel(coc, self.max_coc, self.halo, self.dtype, self.device)
+            self.kernels[coc] = kernel
+        return kernel
 
     def region(self, index: int) -> np.ndarray | None:
         """Fill region of layer ``index`` (flat indices), ``None`` when it has none."""
@@ -544,7 +647,7 @@ class _Renderer:
             return None
         return _fill_region(self.canvas, index, self.kernel(index), self.tiles)
 
-    def plan(self, index: int, region: Future, upcoming: Future) -> _LayerPlan:
+    def plan(self, index: int, region: _Task, upcoming: _Task) -> _LayerPlan:
         canvas, kernel = self.canvas, self.kernel(index)
         active = self.tiles.occupancy[index]
         window = self.inner
@@ -606,16 +709,14 @@ class _Renderer:
             tiles=tiles,
         )
 
-    def run(self, workers: int) -> torch.Tensor:
+    def run(self, pool: _Pool) -> torch.Tensor:
         """Composite every layer far to near; returns the ``(3, H, W)`` image."""
-        pool: Any = (
-            ThreadPoolExecutor(workers, initializer=_flush_denormals) if workers > 1 else _Inline()
-        )
         # Queued in this order, a plan only waits for regions queued before it, so
         # the pool cannot deadlock; the look-ahead bounds the memory held by plans.
+        workers = pool.threads
         lookahead = 2 * workers + 1 if workers > 1 else 1
-        regions: dict[int, Future] = {}
-        plans: dict[int, Future] = {}
+        regions: dict[int, _Task] = {}
+        plans: dict[int, _Task] = {}
 
         def queue(index: int) -> None:
             for i in (index, index + 1):
@@ -630,7 +731,7 @@ class _Renderer:
             for index in range(min(lookahead, self.count)):
                 queue(index)
             for index in range(self.count):
-                plan = plans.pop(index).result()
+                plan = pool.wait(plans.pop(index))
                 if index + lookahead < self.count:
                     queue(index + lookahead)
                 if index > self.layers.focus_index:
@@ -638,8 +739,8 @@ class _Renderer:
                         ids = self.canvas.ids(dirty)
                         current = acc.index_select(0, ids)
                         scale = current[:, :1]
-                        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-                        acc.index_copy_(0, ids, current / scale)
+                        current /= scale.masked_fill(scale == 0, 1.0)
+                        acc.index_copy_(0, ids, current)
                         dirty[:] = False
                     if plan.fill is not None:
                         self._fill(plan.fill)
@@ -650,7 +751,7 @@ class _Renderer:
                 )
                 dirty |= plan.active
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.cancel()
         return self.canvas.image_out()
 
     def _fill(self, fill: _Fill) -> None:
@@ -699,12 +800,8 @@ def _fill_region(
     reach = kernel.blur(farther.to(canvas.acc.dtype))
     inner = slice(kernel.before, kernel.before + TILE)
     region = (reach >= FILL_FLOOR) & ~farther[:, inner, inner] & canvas.in_image[ids]
-    tile_n, py, px = torch.nonzero(region, as_tuple=True)
-    if tile_n.numel() == 0:
-        return None
-    tile = ids[tile_n]
-    flat = ((tile // canvas.cols) * TILE + py) * canvas.width + (tile % canvas.cols) * TILE + px
-    return flat.cpu().numpy()
+    flat = canvas.flat_index(ids, region)
+    return flat if flat.size else None
 
 
 # --------------------------------------------------------------------------- public
@@ -792,8 +889,6 @@ def render_defocus(
         raise ValueError(f"f_number: expected a positive finite value, got {f_number!r}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
-    depth_np = _fill_invalid64(depth_np, max_depth)
-    layers = decompose_layers(depth_np, width, focal_length_mm, focus_distance, f_number, max_coc)
     target = _resolve_device(image, device)
     tensor = _image_tensor(image, target, dtype)
     # Long products of (1 - mask) underflow to subnormal floats, which are ~100x
@@ -806,9 +901,16 @@ def render_defocus(
     workers = min(previous, DEFAULT_MAX_THREADS) if threads is None else threads
     if target.type == "cpu":
         torch.set_num_threads(1)
+    pool = _Pool(workers - 1)
     try:
-        result = _Renderer(tensor, layers, max_coc).run(workers)
+        windows = pool.submit(_tile_windows, tensor, _halo(max_coc))
+        depth_np = _fill_invalid64(depth_np, max_depth)
+        layers = decompose_layers(
+            depth_np, width, focal_length_mm, focus_distance, f_number, max_coc
+        )
+        result = _Renderer(pool.wait(windows), layers, max_coc).run(pool)
     finally:
+        pool.shutdown()
         torch.set_num_threads(previous)
         if flushed:
             torch.set_flush_denormal(False)
