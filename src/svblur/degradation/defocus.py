@@ -300,7 +300,9 @@ def decompose_layers(
         z = (z - nearest) + SHIFT_FACTOR * f
         focus_distance = (float(focus_distance) - nearest) + SHIFT_FACTOR * f
     check_camera(image_width, f, focus_distance)
-    unique, inverse = np.unique(z, return_inverse=True)
+    # Sorted unique depths and each pixel's index among them (torch's is faster).
+    unique_t, inverse_t = torch.unique(torch.from_numpy(z), sorted=True, return_inverse=True)
+    unique, inverse = unique_t.numpy(), inverse_t.numpy()
     unique_far = unique[::-1]
     if f_number is None:
         f_number = f_number_for(
@@ -314,7 +316,7 @@ def decompose_layers(
     run_of_unique_far = np.cumsum(starts) - 1
     layer_coc = cocs[starts]
     layer_depth = unique_far[starts]
-    # np.unique sorts ascending; unique index u is far-index (U - 1 - u).
+    # Sorted ascending: unique index u is far-index (U - 1 - u).
     run_of_unique = run_of_unique_far[::-1]
     layer_map = run_of_unique[inverse.reshape(z.shape)].astype(np.int64)
     in_focus = np.flatnonzero(layer_coc <= 1)
@@ -334,12 +336,6 @@ def decompose_layers(
 
 
 # --------------------------------------------------------------------------- blur
-def _taps_tensor(
-    coc: float, support: float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    return torch.as_tensor(gaussian_taps((coc - 1.0) / 4.0, support), dtype=dtype, device=device)
-
-
 def _pads(length: int) -> tuple[int, int]:
     """Samples before/after the output pixel (MATLAB's kernel centre ``floor((k+1)/2)``)."""
     centre = (length + 1) // 2
@@ -462,14 +458,11 @@ def _tile_windows(planes: torch.Tensor, halo: int) -> torch.Tensor:
     return tiles.flatten(-4, -3).movedim(-3, 0).contiguous()
 
 
-def _band_matrix(taps: torch.Tensor) -> torch.Tensor:
+def _band_matrix(taps: np.ndarray) -> np.ndarray:
     """``(T + k - 1, T)`` matrix whose product is the valid correlation with ``taps``."""
-    k = taps.numel()
-    offset = torch.arange(TILE + k - 1, device=taps.device)[:, None] - torch.arange(
-        TILE, device=taps.device
-    )
-    inside = (offset >= 0) & (offset < k)
-    return torch.where(inside, taps[offset.clamp(0, k - 1)], taps.new_zeros(()))
+    k = taps.size
+    offset = np.arange(TILE + k - 1)[:, None] - np.arange(TILE)  # tap index at (row, column)
+    return np.where((offset >= 0) & (offset < k), taps[np.clip(offset, 0, k - 1)], 0.0)
 
 
 class _Kernel:
@@ -478,10 +471,11 @@ class _Kernel:
     def __init__(
         self, coc: float, support: float, halo: int, dtype: torch.dtype, device: torch.device
     ) -> None:
-        taps = _taps_tensor(coc, support, dtype, device)
-        self.before, self.after = _pads(taps.numel())
-        self.band = _band_matrix(taps)
-        self.band_t = self.band.T.contiguous()
+        taps = gaussian_taps((coc - 1.0) / 4.0, support)
+        self.before, self.after = _pads(taps.size)
+        band = _band_matrix(taps)
+        self.band = torch.as_tensor(band, dtype=dtype, device=device)
+        self.band_t = torch.as_tensor(band.T.copy(), dtype=dtype, device=device)
         self.window = slice(halo - self.before, halo + TILE + self.after)
 
     def blur(self, source: torch.Tensor) -> torch.Tensor:
