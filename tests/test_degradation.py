@@ -233,9 +233,20 @@ def test_pool_runs_queued_tasks_on_the_waiting_thread() -> None:
     pool.shutdown()
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def fill_setup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the Numba set-up of the fill systems and with the NumPy fallback."""
+    if request.param == "compiled":
+        if harmonic._compiled() is None:
+            pytest.skip("Numba is not available")
+    else:
+        monkeypatch.setattr(harmonic, "_compiled", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("block_overhead", [None, 0.0])
 def test_fill_system_matches_regionfill_on_needed_parts(
-    block_overhead: float | None, monkeypatch: pytest.MonkeyPatch
+    block_overhead: float | None, fill_setup: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if block_overhead is not None:  # a separate factor per connected part
         monkeypatch.setattr(harmonic, "_BLOCK_OVERHEAD", block_overhead)
@@ -243,7 +254,7 @@ def test_fill_system_matches_regionfill_on_needed_parts(
     height, width = 40, 52
     known = rng.random((height, width, 3))
     region = np.zeros((height, width), dtype=bool)
-    region[3:9, 2:30] = True  # a strip touching nothing else
+    region[3:6, 2:30] = True  # a thin strip touching nothing else (a narrower band)
     region[20:38, 10:14] = True  # an L-shaped part reaching the image border
     region[34:40, 10:40] = True
     region[12:16, 44:50] = True  # a part without needed pixels
@@ -262,6 +273,42 @@ def test_fill_system_matches_regionfill_on_needed_parts(
     np.testing.assert_allclose(solution, expected[system.rows, system.cols], atol=1e-12)
     assert isinstance(system.factor, harmonic._BlockDiagonal) == (block_overhead == 0.0)
     assert prepare_fill(rows, cols, (height, width), np.zeros(rows.size, dtype=bool)) is None
+
+
+def test_compiled_ordering_keeps_bands_narrow() -> None:
+    compiled = harmonic._compiled()
+    if compiled is None:
+        pytest.skip("Numba is not available")
+    yy, xx = np.mgrid[:60, :200]
+    strip = (yy >= 10) & (yy < 16) & (xx >= 5) & (xx < 195)  # 6 x 190
+    radius = np.hypot(yy - 30, xx - 100)
+    ring = (radius >= 20) & (radius < 26)  # 6 wide, closed
+    for region, widest in ((strip, 6), (ring, 2 * 6 + 2)):
+        rows, cols = np.nonzero(region)
+        out = compiled.order_fill(rows, cols, np.ones(rows.size, dtype=bool), 60, 200)
+        kept, degree, first, second, equation, boundary_rows, boundary_cols = out
+        np.testing.assert_array_equal(np.sort(kept), np.arange(rows.size))
+        assert (first < second).all() and (second - first).max() <= widest
+        starts, widths = compiled.parts(first, second, rows.size)  # one part, its bandwidth
+        np.testing.assert_array_equal(starts, [0])
+        np.testing.assert_array_equal(widths, [(second - first).max()])
+        # Every unknown has 4 in-image neighbours here: couplings + known terms.
+        np.testing.assert_array_equal(degree, 4.0)
+        assert 2 * first.size + equation.size == 4 * rows.size
+        assert not region[boundary_rows, boundary_cols].any()
+
+
+def test_numpy_fill_setup_renders_like_the_compiled_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    if harmonic._compiled() is None:
+        pytest.skip("Numba is not available")
+    image, depth = _scene(96, 160, seed=5)
+    focus = float(depth[60, 20])
+    compiled, _ = render_defocus(image, depth, 50.0, focus)
+    monkeypatch.setattr(harmonic, "_compiled", lambda: None)
+    fallback, _ = render_defocus(image, depth, 50.0, focus)
+    assert np.abs(compiled - fallback).max() * 255 < 1e-3  # other orderings: rounding only
+    expected, _ = render_defocus_reference(image, depth, 50.0, focus)
+    assert np.abs(fallback - expected).max() * 255 < 0.01
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -17,6 +17,10 @@ LAPACK's banded Cholesky (``dpbtrf``/``dpbtrs``) solves it several times faster
 than a general sparse LU. It is called through ctypes, which releases the GIL, so
 factorizations in several threads run in parallel. Systems whose ordering stays
 wide fall back to SuperLU.
+
+Numbering, trimming and ordering the unknowns and assembling the bands run as
+compiled code (:mod:`._fill_order`, Numba) when Numba works; otherwise NumPy and
+SciPy's reverse Cuthill-McKee do the same, a few times slower.
 """
 
 from __future__ import annotations
@@ -214,6 +218,27 @@ def prepare_fill(
     height, width = shape
     if rows.size == 0 or (needed is not None and not needed.any()):
         return None
+    compiled = _compiled()
+    if compiled is not None:
+        if needed is None:
+            needed = np.ones(rows.size, dtype=bool)
+        kept, degree, first, second, equation, boundary_rows, boundary_cols = compiled.order_fill(
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(cols, dtype=np.int64),
+            np.asarray(needed, dtype=bool),
+            height,
+            width,
+        )
+        with _single_threaded_blas():
+            factor = _factorize(degree, first, second, compiled)
+        return FillSystem(
+            rows=rows[kept],
+            cols=cols[kept],
+            boundary_rows=boundary_rows,
+            boundary_cols=boundary_cols,
+            boundary_equation=equation,
+            factor=factor,
+        )
     if needed is not None:
         keep = _connected_to_needed(rows, cols, needed)
         rows, cols = rows[keep], cols[keep]
@@ -246,9 +271,8 @@ def prepare_fill(
     one = position[np.concatenate([has_down, has_right])]
     other = position[np.concatenate([down[has_down], right[has_right]])]
     first, second = np.minimum(one, other), np.maximum(one, other)
-    bandwidth = int((second - first).max()) if first.size else 0
     with _single_threaded_blas():
-        factor = _factorize(degree[order], first, second, bandwidth)
+        factor = _factorize(degree[order], first, second)
     return FillSystem(
         rows=rows[order],
         cols=cols[order],
@@ -257,6 +281,24 @@ def prepare_fill(
         boundary_equation=position[boundary_equation],
         factor=factor,
     )
+
+
+@functools.cache
+def _compiled() -> Any:
+    """The compiled set-up :mod:`._fill_order`, or ``None`` without a working Numba.
+
+    Without it (or with Numba's JIT disabled) the NumPy/SciPy set-up below runs:
+    the same systems, ordered by SciPy's reverse Cuthill-McKee, a few times slower.
+    """
+    try:
+        import numba
+
+        if numba.config.DISABLE_JIT:
+            return None
+        from . import _fill_order
+    except ImportError:
+        return None
+    return _fill_order
 
 
 def _row_sums(flags: np.ndarray) -> np.ndarray:
@@ -318,25 +360,70 @@ _BLOCK_OVERHEAD = 3e5
 
 
 def _factorize(
-    diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, bandwidth: int
+    diagonal: np.ndarray, first: np.ndarray, second: np.ndarray, compiled: Any = None
 ) -> _BandedCholesky | _SparseLU | _BlockDiagonal:
     """Factorize the graph Laplacian system: ``diagonal`` and ``-1`` at each ``(first, second)``.
 
     ``first < second`` lists the upper off-diagonal entries once. The ordering keeps
     every connected part contiguous; parts whose own bandwidth is much smaller than
-    the largest get their own (cheaper) banded factor.
+    the largest get their own (cheaper) banded factor. ``compiled``: the
+    :mod:`._fill_order` module, which finds the parts and assembles the bands.
     """
     size = diagonal.size
+    if compiled is not None:
+        starts, widths = compiled.parts(first, second, size)
+    else:
+        starts, widths = _parts(first, second, size)
+    bounds, block_widths = _merge_parts(starts, widths, size)
+    if compiled is not None and max(block_widths) <= _MAX_BANDWIDTH:
+        bands, offsets = compiled.bands(
+            diagonal, first, second, np.array(bounds), np.array(block_widths)
+        )
+        factors: list[Any] = []
+        for k, width in enumerate(block_widths):
+            count = bounds[k + 1] - bounds[k]
+            band = bands[offsets[k] : offsets[k] + count * (width + 1)]
+            factors.append(_BandedCholesky(band.reshape(count, width + 1).T))
+    elif len(block_widths) == 1:
+        factors = [_factorize_block(diagonal, first, second, block_widths[0])]
+    else:
+        block_of_edge = np.searchsorted(bounds, first, side="right") - 1
+        factors = []
+        for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            edges = block_of_edge == k
+            factors.append(
+                _factorize_block(
+                    diagonal[start:end],
+                    first[edges] - start,
+                    second[edges] - start,
+                    block_widths[k],
+                )
+            )
+    return factors[0] if len(factors) == 1 else _BlockDiagonal(bounds, factors)
+
+
+def _parts(first: np.ndarray, second: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First position and bandwidth of each connected part of the ordered system.
+
+    A part ends where no coupling reaches past it (NumPy version of
+    :func:`._fill_order.parts`).
+    """
     reach = np.arange(size)
     np.maximum.at(reach, first, second)
     width = np.zeros(size, dtype=np.int64)
     np.maximum.at(width, first, second - first)
-    # A part ends where no coupling reaches past it.
     starts = np.flatnonzero(np.maximum.accumulate(reach)[:-1] < np.arange(1, size)) + 1
     starts = np.concatenate([[0], starts])
+    return starts, np.maximum.reduceat(width, starts)
+
+
+def _merge_parts(starts: np.ndarray, widths: np.ndarray, size: int) -> tuple[list[int], list[int]]:
+    """Group neighbouring parts into blocks while one factor costs less than two.
+
+    Returns the block bounds (first position of each block, then ``size``) and the
+    bandwidth of each block.
+    """
     sizes = np.diff(np.concatenate([starts, [size]]))
-    widths = np.maximum.reduceat(width, starts)
-    # Merge neighbouring parts while one factor costs less than two.
     bounds, block_widths = [0], []
     block_size, block_width = int(sizes[0]), int(widths[0])
     for part_size, part_width in zip(sizes[1:].tolist(), widths[1:].tolist()):
@@ -350,18 +437,7 @@ def _factorize(
             block_size, block_width = part_size, part_width
     bounds.append(size)
     block_widths.append(block_width)
-    if len(block_widths) == 1:
-        return _factorize_block(diagonal, first, second, bandwidth)
-    block_of_edge = np.searchsorted(bounds, first, side="right") - 1
-    factors = []
-    for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-        edges = block_of_edge == k
-        factors.append(
-            _factorize_block(
-                diagonal[start:end], first[edges] - start, second[edges] - start, block_widths[k]
-            )
-        )
-    return _BlockDiagonal(bounds, factors)
+    return bounds, block_widths
 
 
 def _factorize_block(
