@@ -18,7 +18,7 @@ last fill, and an exact banded Cholesky solve of the Laplace system on only thos
 connected parts of the fill region that the output uses (the rest is overwritten
 by the next layer's fill). Everything that depends on the layer map alone - fill
 regions, the factorized fill systems, the blurred layers - is planned ahead by
-worker threads while the main thread composites (see ``threads``). See
+helper threads while the calling thread composites (see ``threads``). See
 :func:`svblur.degradation.reference.render_defocus_reference` for the plain
 per-layer transcription it is tested against.
 """
@@ -604,10 +604,10 @@ class _Renderer:
     """SYNDOF's layered compositing with background fill; see :func:`render_defocus`.
 
     Per layer, everything that depends only on the layer map - the fill region and
-    its factorized Laplace system, the layer's blurred mask and colour - is planned
-    ahead, by ``workers`` threads when more than one, while the main thread runs
-    the sequential part: normalising, solving the fill for the current known values,
-    compositing.
+    its factorized Laplace system, the layer's blurred mask and colour - is a task of
+    the :class:`_Pool`, queued ahead; the calling thread runs the sequential part
+    (normalising, solving the fill for the current known values, compositing) and
+    runs queued tasks while it waits for a plan.
     """
 
     def __init__(self, windows: torch.Tensor, layers: DefocusLayers, max_coc: float) -> None:
@@ -855,11 +855,12 @@ def render_defocus(
         device: Torch device to compute on (default: the image's, else CPU).
         dtype: Compute precision (``torch.float32`` or ``torch.float64``).
         max_depth: Far clip for :func:`fill_invalid_depth`.
-        threads: CPU threads for this image (default: ``torch.get_num_threads()``,
-            at most 4; it is 1 in DataLoader workers). Layers are prepared ahead in
-            parallel while one thread composites; the result does not depend on the
-            count. For many images, one thread per image in parallel processes is
-            the most efficient.
+        threads: CPU threads for this image, the calling one included (default:
+            ``torch.get_num_threads()``, at most 4; it is 1 in DataLoader workers).
+            ``threads - 1`` helper threads plan layers ahead while the calling thread
+            composites (and plans too while it waits); the result does not depend on
+            the count. For many images, one thread per image in parallel processes
+            is the most efficient.
 
     Returns:
         ``(blurred, sigma)``: blurred RGB ``(H, W, 3)`` float32 in ``[0, 1]`` and the
