@@ -244,12 +244,14 @@ def fill_setup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return request.param
 
 
-@pytest.mark.parametrize("block_overhead", [None, 0.0])
+@pytest.mark.parametrize("factor", ["banded", "per part", "sparse"])
 def test_fill_system_matches_regionfill_on_needed_parts(
-    block_overhead: float | None, fill_setup: str, monkeypatch: pytest.MonkeyPatch
+    factor: str, fill_setup: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if block_overhead is not None:  # a separate factor per connected part
-        monkeypatch.setattr(harmonic, "_BLOCK_OVERHEAD", block_overhead)
+    if factor == "per part":  # a separate banded factor per connected part
+        monkeypatch.setattr(harmonic, "_BLOCK_OVERHEAD", 0.0)
+    if factor == "sparse":  # every band too wide: SuperLU
+        monkeypatch.setattr(harmonic, "_MAX_BANDWIDTH", 2)
     rng = np.random.default_rng(7)
     height, width = 40, 52
     known = rng.random((height, width, 3))
@@ -271,7 +273,8 @@ def test_fill_system_matches_regionfill_on_needed_parts(
     solved[system.rows, system.cols] = True
     np.testing.assert_array_equal(solved, region & ~(np.arange(width) >= 44)[None, :])
     np.testing.assert_allclose(solution, expected[system.rows, system.cols], atol=1e-12)
-    assert isinstance(system.factor, harmonic._BlockDiagonal) == (block_overhead == 0.0)
+    kind = {"banded": harmonic._BandedCholesky, "sparse": harmonic._SparseLU}
+    assert isinstance(system.factor, kind.get(factor, harmonic._BlockDiagonal))
     assert prepare_fill(rows, cols, (height, width), np.zeros(rows.size, dtype=bool)) is None
 
 
