@@ -545,13 +545,13 @@ class _Pool:
     """
 
     def __init__(self, helpers: int) -> None:
-        self.threads = helpers + 1
+        self.threads = helpers + 1  # the waiting caller included
         self._queue: deque[_Task] = deque()
         self._queued = threading.Semaphore(0)
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(helpers)]
-        for thread in self._threads:
-            thread.start()
+        self._helpers = [threading.Thread(target=self._work, daemon=True) for _ in range(helpers)]
+        for helper in self._helpers:
+            helper.start()
 
     def submit(self, fn: Any, *args: Any) -> _Task:
         task = _Task(fn, args)
@@ -590,10 +590,10 @@ class _Pool:
     def shutdown(self) -> None:
         self._closed = True
         self._queue.clear()
-        for _ in self._threads:
+        for _ in self._helpers:
             self._queued.release()
-        for thread in self._threads:
-            thread.join()
+        for helper in self._helpers:
+            helper.join()
 
 
 def _flush_denormals() -> None:
