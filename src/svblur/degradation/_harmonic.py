@@ -384,8 +384,6 @@ def _factorize(
             count = bounds[k + 1] - bounds[k]
             band = bands[offsets[k] : offsets[k] + count * (width + 1)]
             factors.append(_BandedCholesky(band.reshape(count, width + 1).T))
-    elif len(block_widths) == 1:
-        factors = [_factorize_block(diagonal, first, second, block_widths[0])]
     else:
         block_of_edge = np.searchsorted(bounds, first, side="right") - 1
         factors = []
