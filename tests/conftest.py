@@ -1,4 +1,4 @@
-"""Shared fixtures: Hydra configs composed from the real conf/ folder, on CPU with tiny limits."""
+"""Shared fixtures: Hydra configs composed from the packaged configs (svblur/conf), on CPU with tiny limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from svblur.cli._common import config_dir
+
+CONFIG_DIR = config_dir()
 
 # Tiny settings shared by every app test: small images, few samples, no workers.
 TINY = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import os
 import sys
@@ -17,21 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("svblur")
 
 
+#: Where Hydra finds svblur's configs: the ``conf`` folder shipped inside the package.
+CONFIG_MODULE = "svblur.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+
+
 def config_dir() -> str:
-    """The ``conf/`` folder: ``$SVBLUR_CONFIG_DIR``, else the repository's, else the packaged copy."""
-    candidates = []
-    if os.environ.get("SVBLUR_CONFIG_DIR"):
-        candidates.append(Path(os.environ["SVBLUR_CONFIG_DIR"]))
-    candidates.append(Path(__file__).resolve().parents[3] / "conf")
-    candidates.append(Path(__file__).resolve().parents[1] / "conf")
-    for candidate in candidates:
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        "cannot find svblur's Hydra configs (conf/train.yaml); looked in "
-        + ", ".join(str(c) for c in candidates)
-        + ". Set SVBLUR_CONFIG_DIR to the folder that holds train.yaml."
-    )
+    """The folder of svblur's packaged configs (``svblur/conf``), e.g. for Hydra's compose API."""
+    folder = Path(str(importlib.resources.files(CONFIG_MODULE)))
+    if not (folder / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"svblur's Hydra configs are missing from the installed package: no train.yaml in "
+            f"'{folder}'; reinstall svblur (pip install .)"
+        )
+    return str(folder)
 
 
 def apply_extras(cfg: DictConfig) -> None:
@@ -110,11 +110,13 @@ def ensure_tty_safe() -> None:
 
 
 def run_hydra_app(hydra_main: Any) -> None:
-    """Run a ``@hydra.main(config_path=None)`` function on svblur's ``conf/`` folder.
+    """Run a ``@hydra.main(config_path=CONFIG_PATH)`` function.
 
-    The folder is passed as ``--config-path`` unless the command line names one.
+    The folder the command was started from is appended to ``sys.path`` (as ``python -m``
+    does), so that a ``_target_`` naming a module of the user's own project imports.
     """
     ensure_tty_safe()
-    if not any(a.startswith(("--config-path", "-cp", "--config-dir", "-cd")) for a in sys.argv):
-        sys.argv.insert(1, f"--config-path={config_dir()}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
     hydra_main()

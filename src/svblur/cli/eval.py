@@ -25,6 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ._common import (
+    CONFIG_PATH,
     apply_extras,
     build,
     finish,
@@ -130,7 +131,7 @@ def write_reports(
     return written
 
 
-@hydra.main(version_base="1.3", config_path=None, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

@@ -33,7 +33,7 @@ from svblur.inference import TiledPredictor
 from svblur.models.convert import load_weights, read_state_dict
 from svblur.systems.visualize import colorize_scalar, palette
 
-from ._common import apply_extras, require, run_hydra_app
+from ._common import CONFIG_PATH, apply_extras, require, run_hydra_app
 
 log = logging.getLogger("svblur")
 
@@ -238,7 +238,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=None, config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
     summary = predict(cfg)
     if not summary["processed"] and summary["failed"]:

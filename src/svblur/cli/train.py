@@ -16,7 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ._common import apply_extras, build, finish, metrics_as_floats, run_hydra_app
+from ._common import CONFIG_PATH, apply_extras, build, finish, metrics_as_floats, run_hydra_app
 
 log = logging.getLogger("svblur")
 
@@ -112,7 +112,7 @@ def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, 
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=None, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     optimized = cfg.get("optimized_metric")
