@@ -1,6 +1,6 @@
 """LightningModules (training systems), their losses, schedules and callbacks."""
 
-from .callbacks import LastCheckpoint
+from .callbacks import EarlyStopping, LastCheckpoint
 from .losses import BlurSemanticsLoss
 from .multitask import BlurSemanticsTask
 from .schedules import WarmupCosineLR
@@ -10,6 +10,7 @@ __all__ = [
     "BlindSRTask",
     "BlurSemanticsLoss",
     "BlurSemanticsTask",
+    "EarlyStopping",
     "LastCheckpoint",
     "NonBlindSRTask",
     "WarmupCosineLR",
