@@ -28,12 +28,8 @@ from svblur.models.convert import (
 )
 from svblur.nn import GIA
 
-TSV = Path(__file__).resolve().parents[2] / "shared" / "official" / "cmos_state_dict.tsv"
-if not TSV.is_file():  # the shared folder next to the checkout
-    TSV = Path("/work/shared/official/cmos_state_dict.tsv")
-pytestmark = pytest.mark.skipif(
-    not TSV.is_file(), reason="shared/official/cmos_state_dict.tsv (released key list) not found"
-)
+# Names and shapes of the released state dict (see tests/data/README.md).
+TSV = Path(__file__).resolve().parent / "data" / "cmos_state_dict.tsv"
 
 
 def official_shapes() -> dict[str, tuple[int, ...]]:

@@ -31,10 +31,8 @@ from svblur.models.convert import (
 from .test_convert import random_official_state as random_official_cmos
 from .test_convert import ref_gia
 
-TSV = Path(__file__).resolve().parents[2] / "shared" / "official" / "rrdb_sft_state_dict.tsv"
-if not TSV.is_file():
-    TSV = Path("/work/shared/official/rrdb_sft_state_dict.tsv")
-needs_tsv = pytest.mark.skipif(not TSV.is_file(), reason="rrdb_sft_state_dict.tsv not found")
+# Names and shapes of the released state dict (see tests/data/README.md).
+TSV = Path(__file__).resolve().parent / "data" / "rrdb_sft_state_dict.tsv"
 
 
 def tiny_rrdb(**kwargs) -> RRDBSFT:
@@ -179,7 +177,6 @@ def test_blind_sr_encodings_and_frozen_estimator_mode():
 # ---------------------------------------------------------------------------- conversion
 
 
-@needs_tsv
 def test_every_released_rrdb_key_maps_and_shapes_agree():
     shapes = official_shapes()
     assert len(shapes) == 498
@@ -191,7 +188,6 @@ def test_every_released_rrdb_key_maps_and_shapes_agree():
     assert {svblur_to_official_rrdb_sft_key(k) for k in ours} == set(shapes)
 
 
-@needs_tsv
 def test_converted_rrdb_matches_released_reference():
     official = random_official_rrdb()
     net = RRDBSFT(prior_channels=64)
@@ -208,7 +204,6 @@ def test_converted_rrdb_matches_released_reference():
     assert to_official_rrdb_sft(from_official_rrdb_sft(official)).keys() == official.keys()
 
 
-@needs_tsv
 def test_rrdb_conversion_errors_name_the_key():
     official = random_official_rrdb()
     with pytest.raises(KeyError, match=r"RRDB_trunk\.0\.SFT\.foo"):
@@ -221,7 +216,6 @@ def test_rrdb_conversion_errors_name_the_key():
         from_official_rrdb_sft(wrong)
 
 
-@needs_tsv
 def test_blind_sr_file_converts_and_cli_detects_all_three_kinds(tmp_path, capsys):
     rrdb = random_official_rrdb()
     cmos = random_official_cmos()
