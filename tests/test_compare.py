@@ -12,8 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from svblur.cli import compare
-from svblur.cli.compare import (
+from svblur.data.synthetic import SyntheticDefocus
+from svblur.experiments import (
     METRICS,
     claim_lines,
     hydra_value,
@@ -22,6 +22,7 @@ from svblur.cli.compare import (
     summarize,
     write_tables,
 )
+from svblur.experiments import runner as compare
 from svblur.models import CMOS
 from svblur.systems.sr import BlindSRTask
 
@@ -292,6 +293,54 @@ def test_presets_compose_every_stage(
         assert c.model.estimator_ckpt == str(by_model[model]["weights"])
         assert c.model.sr_ckpt == str(by_model[stage2_label]["weights"])
     assert len({c.trainer.max_epochs for c in stage3}) == 1  # the same SR budget for all
+
+
+def test_runs_render_each_sample_once_and_as_a_data_set_alone_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The runs of a comparison share one render cache; the samples are unchanged."""
+    rendered: list[tuple[str, int]] = []
+    original = SyntheticDefocus.generator
+
+    def spy(self: SyntheticDefocus, index: int):
+        rendered.append((self.split, int(index)))
+        return original(self, index)
+
+    monkeypatch.setattr(SyntheticDefocus, "generator", spy)
+    data_cfgs: list = []
+    samples: list[list[dict[str, torch.Tensor]]] = []
+
+    def fake_train(cfg, weights_path=None):
+        data_cfgs.append(cfg.data)
+        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule.setup("test")
+        test_set = datamodule.datasets["test"]
+        samples.append([test_set[i] for i in range(len(test_set))])
+        return {"test/blur/psnr": 20.0}
+
+    monkeypatch.setattr(compare, "train", fake_train)
+    cfg = load_preset(
+        [
+            "preset=tiny",
+            "sr=null",
+            "only=[manet,cmos_single_blur]",
+            f"out_dir={tmp_path}/res",
+            f"log_dir={tmp_path}/logs",
+        ]
+    )
+    run_comparison(cfg, "x")
+    assert len(samples) == 2 and data_cfgs[0] == data_cfgs[1]
+    # Every test sample once for both runs.
+    assert sorted(rendered) == [("test", i) for i in range(4)]
+
+    # Outside the comparison, with no cache at all: the same tensors, rendered again.
+    alone = instantiate(data_cfgs[0], _convert_="all", cache=False)
+    alone.setup("test")
+    for run in samples:
+        for index, item in enumerate(run):
+            expected = alone.datasets["test"][index]
+            assert all(torch.equal(item[k], expected[k]) for k in expected), index
+    assert len(rendered) == 4 + 4 * 2
 
 
 def test_a_model_without_semantics_must_be_listed_as_blur_only(tmp_path: Path):

@@ -2,13 +2,17 @@
 
 Every sample is rendered on the fly (and cached) with the same thin-lens defocus engine
 as the NYUv2-BSR / Cityscapes-BSR generators (:mod:`svblur.degradation`), then
-downsampled with MATLAB-style bicubic ``imresize`` to make the LR input.
+downsampled with MATLAB-style bicubic ``imresize`` to make the LR input. Data sets with
+the same settings can share one render cache (``render_cache``, or
+:func:`shared_render_cache` for those built out of reach, e.g. inside training jobs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +23,14 @@ from svblur.data.scenes import IGNORE_INDEX, Scene, generate_scene, stereo_motor
 from svblur.data.transforms import DefocusAugment, SigmaScaling, record_to_sample
 from svblur.degradation import render_defocus, render_uniform_blur
 
-__all__ = ["SPLITS", "RenderedSample", "SyntheticDefocus", "default_max_coc"]
+__all__ = [
+    "SPLITS",
+    "RenderCache",
+    "RenderedSample",
+    "SyntheticDefocus",
+    "default_max_coc",
+    "shared_render_cache",
+]
 
 #: Split names and the code that separates their random streams.
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -78,6 +89,39 @@ class RenderedSample:
         }
 
 
+#: Rendered samples by ``(SyntheticDefocus.render_settings, index)``; one mapping can serve
+#: every data set, since the key holds everything that decides a render.
+RenderCache = MutableMapping[tuple[Hashable, int], RenderedSample]
+
+_SHARED_RENDER_CACHE: ContextVar[RenderCache | None] = ContextVar(
+    "svblur_shared_render_cache", default=None
+)
+
+
+@contextmanager
+def shared_render_cache(store: RenderCache | None = None) -> Iterator[RenderCache]:
+    """Share one render cache between every :class:`SyntheticDefocus` built in this context.
+
+    For data sets built out of the caller's reach, e.g. by the data modules of several
+    training jobs composed from configs (``svblur-compare``): with the same settings they
+    draw the same samples, and each is rendered once for all of them. It is the default
+    of ``render_cache`` for data sets constructed inside the context (in this thread);
+    they keep using the store afterwards. Rendering results are unchanged.
+
+    Args:
+        store: The mapping to share; ``None``: a new dict.
+
+    Yields:
+        The shared store.
+    """
+    shared: RenderCache = {} if store is None else store
+    token = _SHARED_RENDER_CACHE.set(shared)
+    try:
+        yield shared
+    finally:
+        _SHARED_RENDER_CACHE.reset(token)
+
+
 def _evenly_spread(index: int, fraction: float, offset: float) -> bool:
     """Whether ``index`` is selected when a ``fraction`` of indices is spread evenly.
 
@@ -128,8 +172,13 @@ class SyntheticDefocus(Dataset):
         augment: ``False``, ``True`` (a :class:`DefocusAugment` with ``sigma_scaling``),
             or a callable ``(record, rng) -> sample arrays``.
         sigma_scaling: Direction of the zoom's effect on sigma when ``augment=True``.
-        cache: Keep rendered samples in memory.
+        cache: Keep rendered samples in memory, in this data set's own store (when no
+            ``render_cache`` is given or shared).
         device: Device for the defocus renderer (``None``: its default).
+        render_cache: Where rendered samples are kept, keyed by
+            ``(render_settings, index)``: one mapping given to several data sets renders
+            each sample once for all that share the settings. ``None``: the store of an
+            enclosing :func:`shared_render_cache`, else this data set's own (``cache``).
 
     Each item is a dict: ``lr`` ``(3, H/s, W/s)`` float32, ``hr`` ``(3, H, W)`` float32,
     ``blur`` ``(1, H, W)`` float32 sigma, ``seg`` ``(H, W)`` int64, ``depth``
@@ -153,6 +202,7 @@ class SyntheticDefocus(Dataset):
         sigma_scaling: SigmaScaling = "physical",
         cache: bool = True,
         device: str | torch.device | None = None,
+        render_cache: RenderCache | None = None,
     ) -> None:
         super().__init__()
         if len(hr_size) != 2:
@@ -208,11 +258,36 @@ class SyntheticDefocus(Dataset):
         self.augment: Augment | None = augment if callable(augment) else None
         self.cache = cache
         self.device = device
-        self._cache: dict[int, RenderedSample] = {}
+        self._render_settings: tuple[Hashable, ...] = (
+            self.seed,
+            self.split,
+            self.hr_size,
+            self.num_classes,
+            self.space_invariant_fraction,
+            self.real_fraction,
+            self.max_coc,
+            self.focal_lengths,
+            tuple(self.focal_probabilities.tolist()),
+            None if device is None else str(device),
+        )
+        if render_cache is None:
+            render_cache = _SHARED_RENDER_CACHE.get()
+        if render_cache is None and cache:
+            render_cache = {}
+        self._renders: RenderCache | None = render_cache
         self._augment_state: tuple[object, np.random.Generator] | None = None
 
     def __len__(self) -> int:
         return self.num_samples
+
+    @property
+    def render_settings(self) -> tuple[Hashable, ...]:
+        """Everything besides the index that decides :meth:`render`'s output.
+
+        With the index, the key of the render cache: data sets that differ only in
+        ``num_samples``, ``scale``, augmentation or caching render the same samples.
+        """
+        return self._render_settings
 
     def is_space_invariant(self, index: int) -> bool:
         """Whether sample ``index`` has a uniform blur map (deterministic, evenly spread)."""
@@ -245,9 +320,11 @@ class SyntheticDefocus(Dataset):
         """
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        cached = self._cache.get(index)
-        if cached is not None:
-            return cached
+        key = (self._render_settings, int(index))
+        if self._renders is not None:
+            cached = self._renders.get(key)
+            if cached is not None:
+                return cached
         rng = self.generator(index)
         scene: Scene
         if self.is_real(index):
@@ -276,8 +353,8 @@ class SyntheticDefocus(Dataset):
             focal_length_mm=focal,
             focus_distance_mm=focus,
         )
-        if self.cache:
-            self._cache[index] = rendered
+        if self._renders is not None:
+            self._renders[key] = rendered
         return rendered
 
     def _augment_rng(self) -> np.random.Generator:

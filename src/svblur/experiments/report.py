@@ -1,0 +1,236 @@
+"""The tables of a comparison: ``compare_<preset>.csv`` (per run) and ``.md`` (summary).
+
+The Markdown summary gives mean +- std per model, the paper's orderings checked against
+them (:func:`svblur.experiments.claims.claim_lines`), how blind SR was measured, the
+exact commands, the hardware and the wall times.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from svblur.experiments.claims import METRICS, STAGE2_LABELS, claim_lines, summarize
+from svblur.experiments.presets import selected_models
+
+__all__ = ["hardware", "sr_note", "write_tables"]
+
+
+def hardware() -> str:
+    """One line describing the machine: CPU model and cores, GPU if any, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        if names:
+            cpu = names[0]
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = [f"{cpu}, {cores} cores available, {torch.get_num_threads()} torch threads"]
+    if torch.cuda.is_available():
+        parts.append(f"GPU: {torch.cuda.get_device_name(0)}")
+    else:
+        parts.append("no GPU")
+    parts.append(f"torch {torch.__version__}, {platform.system()} {platform.release()}")
+    return "; ".join(parts)
+
+
+def _span(values: list[Any]) -> str:
+    """``"96"``, or ``"96-128"`` when the runs differ; ``"?"`` when none is known."""
+    known = sorted({int(v) for v in values if isinstance(v, int)})
+    if not known:
+        return "?"
+    return str(known[0]) if len(known) == 1 else f"{known[0]}-{known[-1]}"
+
+
+def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
+    """How the blind-SR columns were measured (stages 2 and 3), or why they are n/a.
+
+    Args:
+        cfg: The preset.
+        rows: The runs so far (the stage-2 rows give the SR networks' sizes).
+    """
+    sr = cfg.get("sr")
+    if not sr:
+        return (
+            "Blind-SR PSNR-Y/SSIM-Y are not measured (n/a): this preset has `sr: null`, so "
+            "neither stage 2 (RRDB-SFT on ground-truth maps) nor stage 3 (RRDB-SFT "
+            "fine-tuned on each model's frozen estimates) is trained; the `sr` section of "
+            "conf/compare/small.yaml shows how to enable them."
+        )
+    net = OmegaConf.to_container(sr.net, resolve=True) if sr.get("net") else {}
+    assert isinstance(net, dict)
+    size = ", ".join(f"{k}={v}" for k, v in net.items())
+    size = (
+        f"`{size}`, other settings as conf/model/rrdb_sft.yaml"
+        if size
+        else "the released size (conf/model/rrdb_sft.yaml)"
+    )
+    blur_only = set(sr.get("blur_only") or [])
+    models = selected_models(cfg)
+    kinds = {
+        "seg": (
+            f"with the semantic map (seg_encoding={net.get('seg_encoding', 'index')}) for "
+            + ", ".join(m for m in models if m not in blur_only)
+        ),
+        "blur": (
+            "blur-only (seg_encoding=none) for "
+            + ", ".join(m for m in models if m in blur_only)
+            + ", which predict no semantic map"
+        ),
+    }
+    parts = []
+    for kind, label in STAGE2_LABELS.items():
+        runs = [r for r in rows if r["model"] == label]
+        if runs:
+            parts.append(f"{kinds[kind]} ({label}, {runs[0]['params']:,} parameters)")
+    stage2_steps = _span([r.get("steps") for r in rows if r["model"] in STAGE2_LABELS.values()])
+    stage3_steps = _span([r.get("sr_steps") for r in rows])
+    return (
+        f"Blind SR (the paper's stages 2 and 3), RRDB-SFT of {size}. Stage 2, once per "
+        "seed and shared by that seed's models: RRDB-SFT trained on the ground-truth blur "
+        f"and semantic maps (`overrides` + `{' '.join(sr.stage2)}`, {stage2_steps} steps), "
+        + ("; ".join(parts) or "(none trained yet)")
+        + ". The stage2_gt_* rows are these networks tested on ground-truth maps (the "
+        "paper's upper bound; they get none of the stage-3 steps). Stage 3, per model and "
+        "seed, the same budget for every model: the model's final stage-1 weights, frozen, "
+        "estimate the maps from the LR image; RRDB-SFT starts from the matching stage-2 "
+        "weights of that seed, is fine-tuned on those estimates (`overrides` + "
+        f"`{' '.join(sr.stage3)}`, {stage3_steps} steps), then tested. Models that share a "
+        "stage-2 network differ only in their estimates; between the two groups the SR "
+        "network's input differs too (blur only vs blur + semantics), as in the paper. "
+        "PSNR-Y/SSIM-Y: Y channel, a border of `scale` pixels cropped, SR rounded to 8 "
+        "bits (svblur.metrics.sr)."
+    )
+
+
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _digits(key: str) -> int:
+    return 2 if "psnr" in key else 4
+
+
+def write_tables(
+    rows: list[dict[str, Any]], cfg: DictConfig, command: str, total_s: float, out_dir: Path
+) -> tuple[Path, Path]:
+    """Write ``compare_<preset>.csv`` (per run) and ``compare_<preset>.md`` (summary).
+
+    Rows of the stage-1 models carry their stage-3 (blind-SR) results and ``sr_*`` columns;
+    the ``stage2_gt_*`` rows are the stage-2 networks, listed after the models.
+
+    Args:
+        rows: The runs, as returned by :func:`svblur.experiments.run_comparison`.
+        cfg: The preset (from :func:`svblur.experiments.load_preset`).
+        command: The command line recorded in the summary.
+        total_s: Wall time of the comparison so far, in seconds.
+        out_dir: Folder of the two tables (created if missing).
+
+    Returns:
+        The paths of the CSV and the Markdown tables.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"compare_{cfg.preset}"
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    fields = [
+        "model",
+        "seed",
+        "params",
+        "wall_s",
+        *(k for k, _, _ in METRICS),
+        "command",
+        "steps",
+        "sr_stage2",
+        "sr_steps",
+        "sr_wall_s",
+        "sr_command",
+    ]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in fields})
+
+    labels = list(dict.fromkeys(row["model"] for row in rows))
+    references = set(STAGE2_LABELS.values())
+    models = [m for m in labels if m not in references]
+    with_sr = bool(cfg.get("sr"))
+    seeds = list(cfg.seeds)
+    lines = [
+        f"# Comparison `{cfg.preset}`: {', '.join(models)}",
+        "",
+        f"Mean ± sample std over seeds {seeds} ({len(seeds)} runs per model), test split "
+        "of the built-in data. Blur PSNR/SSIM: sigma/5, range 1; MAE in sigma pixels "
+        "(lower is better); boundary = pixels within 3 px of a depth jump > 10 % "
+        "(svblur.metrics.boundary). n/a: the model has no such output"
+        + (
+            "; stage2_gt_*: the stage-2 SR networks on ground-truth maps (reference)."
+            if with_sr
+            else "."
+        ),
+        "",
+        "| model | params | "
+        + " | ".join(lbl for _, lbl, _ in METRICS)
+        + " | wall (s/run) |"
+        + (" stage-3 wall (s/run) |" if with_sr else ""),
+        "|---" * (len(METRICS) + 3 + with_sr) + "|",
+    ]
+    for model in models + [m for m in labels if m in references]:
+        runs = [r for r in rows if r["model"] == model]
+        cells = [
+            _fmt(*summarize([r.get(k, math.nan) for r in runs]), _digits(k)) for k, _, _ in METRICS
+        ]
+        cells.append(f"{statistics.fmean(r['wall_s'] for r in runs):.0f}")
+        if with_sr:
+            sr_walls = [r["sr_wall_s"] for r in runs if r.get("sr_wall_s") is not None]
+            cells.append(f"{statistics.fmean(sr_walls):.0f}" if sr_walls else "n/a")
+        lines.append(f"| {model} | {runs[0]['params']:,} | " + " | ".join(cells) + " |")
+    claims = claim_lines(rows)
+    lines += ["", "## The paper's orderings on this data", ""]
+    lines += claims or ["- (no pair of the paper's models in this preset)"]
+    lines += [
+        "",
+        "## Notes",
+        "",
+        f"- {sr_note(cfg, rows)}",
+        f"- Identical stage-1 budget for every model: `{' '.join(cfg.overrides)}`"
+        + (f" `{' '.join(cfg.extra)}`" if cfg.get("extra") else "")
+        + ". The final weights are tested (no checkpoint selection).",
+        f"- Command: `{command}`",
+        f"- Hardware: {hardware()}",
+        f"- Total wall time: {total_s:.0f} s ({total_s / 60:.1f} min), finished "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        "## Runs",
+        "",
+        "Each run is `svblur-train` with these overrides:",
+        "",
+    ]
+    for row in rows:
+        steps = f", {row['steps']} steps" if row.get("steps") is not None else ""
+        lines.append(
+            f"- {row['model']}, seed {row['seed']} ({row['wall_s']:.0f} s{steps}): "
+            f"`{row['command']}`"
+        )
+        if row.get("sr_command"):
+            lines.append(
+                f"  - stage 3 from {row['sr_stage2']} ({row['sr_wall_s']:.0f} s, "
+                f"{row['sr_steps']} steps): `{row['sr_command']}`"
+            )
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path

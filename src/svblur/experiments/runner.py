@@ -1,0 +1,273 @@
+"""The runner of a comparison: every model of a preset trained and tested per seed.
+
+Every model of a preset is trained by ``svblur-train``'s :func:`train` with the same
+overrides (data, steps, batch size, learning rate), once per seed, then tested on the same
+test split. With the preset's ``sr`` section, each of these stage-1 models is also
+measured on blind SR (the paper's stages 2 and 3): per seed, RRDB-SFT is trained on the
+ground-truth maps (stage 2, shared by the models of that seed), then for every model and
+seed it is fine-tuned on that model's frozen estimates and tested (stage 3). The tables
+(:mod:`svblur.experiments.report`) are written after every run.
+
+All runs draw the same samples of the built-in data set, so they share one render cache
+(:func:`svblur.data.synthetic.shared_render_cache`): each sample is rendered once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from svblur.data.synthetic import shared_render_cache
+from svblur.experiments.claims import METRICS, STAGE2_LABELS
+from svblur.experiments.overrides import compose_train_config, hydra_value
+from svblur.experiments.presets import selected_models
+from svblur.experiments.report import write_tables
+from svblur.systems.sr import BlindSRTask, NonBlindSRTask
+
+__all__ = ["WEIGHTS_FILE", "run_comparison", "train"]
+
+log = logging.getLogger("svblur")
+
+#: File (in each run's output folder) holding the weights at the end of training.
+WEIGHTS_FILE = "final.ckpt"
+
+
+def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, float]:
+    """Run one composed ``svblur-train`` job: fit, test, return the logged metrics.
+
+    This is :func:`svblur.cli.train.train`, imported when first called: it belongs to a
+    layer below ``cli/`` (it builds a run from a config), and until it moves there this is
+    the runner's only use of ``cli/``.
+
+    Args:
+        cfg: A config from :func:`svblur.experiments.overrides.compose_train_config`.
+        weights_path: Where to save the weights at the end of training, or ``None``.
+
+    Returns:
+        The final training and test metrics.
+    """
+    from svblur.cli.train import train as train_job
+
+    return train_job(cfg, weights_path=weights_path)
+
+
+def _trainable_parameters(cfg: DictConfig) -> int:
+    net = instantiate(cfg.model.net, _convert_="all")
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
+    """Train and test every model of the preset ``cfg`` for every seed; write the tables.
+
+    With the preset's ``sr`` section, every stage-1 run is followed by its stage 3 (blind
+    SR), after the seed's stage 2 where it is not trained yet (see :class:`_Runner`).
+
+    Args:
+        cfg: A preset from :func:`svblur.experiments.load_preset`.
+        command: The command line recorded in the tables.
+
+    Returns:
+        One dict per run: ``model``, ``seed``, ``params``, ``wall_s``, ``command``, every
+        key of :data:`METRICS` (NaN where not logged) and, with blind SR, ``steps`` and the
+        ``sr_*`` entries; the stage-2 runs are rows labelled by :data:`STAGE2_LABELS`.
+    """
+    out_dir = Path(cfg.get("out_dir") or "results")
+    log_dir = Path(cfg.get("log_dir") or "logs") / f"compare_{cfg.preset}"
+    runner = _Runner(cfg, command, out_dir, log_dir)
+    with shared_render_cache():
+        runner.run()
+    return runner.rows
+
+
+def _global_step(weights: Path) -> int:
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["global_step"])
+
+
+def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -> None:
+    target = get_class(cfg.model._target_)
+    if not (isinstance(target, type) and issubclass(target, expected)):
+        raise ValueError(
+            f"{where} must select a {expected.__name__} model ({example}), got "
+            f"model._target_={cfg.model._target_}"
+        )
+
+
+class _Runner:
+    """Runs the stages of one comparison, keeps the rows, writes the tables after each run.
+
+    Output folders under ``log_dir``: ``<model>/seed<N>/`` (stage 1),
+    ``<model>/seed<N>/stage3/`` and ``stage2_gt_*/seed<N>/``; with blind SR each holds the
+    weights at the end of training in :data:`WEIGHTS_FILE`.
+    """
+
+    def __init__(self, cfg: DictConfig, command: str, out_dir: Path, log_dir: Path) -> None:
+        self.cfg = cfg
+        self.command = command
+        self.out_dir = out_dir
+        self.log_dir = log_dir
+        self.sr: DictConfig | None = cfg.get("sr") or None
+        self.blur_only = set(self.sr.get("blur_only") or []) if self.sr else set()
+        self.rows: list[dict[str, Any]] = []
+        #: (seed, "seg" | "blur") -> the stage-2 row (label, weights) of that seed.
+        self.stage2: dict[tuple[int, str], dict[str, Any]] = {}
+        self.start = time.perf_counter()
+
+    def run(self) -> None:
+        """Every selected model and seed: stage 1, then (with ``sr``) stage 3."""
+        only = list(self.cfg.get("only") or [])
+        unknown = sorted(set(only) - set(self.cfg.models))
+        if unknown:
+            raise ValueError(f"only={unknown}: not in the preset's models {list(self.cfg.models)}")
+        for model in selected_models(self.cfg):
+            for seed in self.cfg.seeds:
+                row, job_cfg, metrics = self.stage1(model, int(seed))
+                if self.sr:
+                    self.stage3(row, job_cfg, metrics)
+
+    def write(self) -> None:
+        # After every run, so that an interrupted comparison keeps its results.
+        elapsed = time.perf_counter() - self.start
+        write_tables(self.rows, self.cfg, self.command, elapsed, self.out_dir)
+
+    def _tail(self, seed: int) -> list[str]:
+        return [f"seed={seed}", f"task_name=compare_{self.cfg.preset}"]
+
+    def _net_overrides(self, prefix: str) -> list[str]:
+        """The preset's SR network size as overrides of ``prefix`` (e.g. ``model.net``)."""
+        assert self.sr is not None
+        net = self.sr.get("net") or {}
+        return [f"{prefix}.{k}={hydra_value(v)}" for k, v in net.items()]
+
+    def _add_row(
+        self, label: str, seed: int, info: dict[str, Any], metrics: dict[str, float]
+    ) -> dict[str, Any]:
+        """Append the row of a finished run (its :data:`METRICS`, NaN where not logged)."""
+        row: dict[str, Any] = {"model": label, "seed": seed, **info}
+        row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
+        self.rows.append(row)
+        return row
+
+    def _train(
+        self, job_cfg: DictConfig, overrides: list[str], count_parameters: bool = True
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Run one composed ``svblur-train`` job; with blind SR, save its final weights."""
+        info: dict[str, Any] = {
+            "command": "svblur-train " + " ".join(shlex.quote(o) for o in overrides)
+        }
+        if count_parameters:
+            info["params"] = _trainable_parameters(job_cfg)
+        weights = Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.sr else None
+        t0 = time.perf_counter()
+        metrics = train(job_cfg, weights_path=weights)
+        info["wall_s"] = round(time.perf_counter() - t0, 1)
+        if weights is not None:
+            info["weights"] = weights
+            info["steps"] = _global_step(weights)
+        return metrics, info
+
+    def stage1(self, model: str, seed: int) -> tuple[dict[str, Any], DictConfig, dict[str, float]]:
+        """Train and test ``model`` (its blur/semantics metrics); append its row."""
+        overrides = [
+            *self.cfg.models[model],
+            *self.cfg.overrides,
+            *(self.cfg.get("extra") or []),
+            *self._tail(seed),
+        ]
+        log.info("compare: %s seed %s", model, seed)
+        job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
+        metrics, info = self._train(job_cfg, overrides)
+        row = self._add_row(model, seed, info, metrics)
+        log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
+        self.write()
+        return row, job_cfg, metrics
+
+    def stage2_for(self, seed: int, kind: str) -> dict[str, Any]:
+        """The seed's stage-2 row of ``kind`` (``seg`` or ``blur``), trained on first use."""
+        if (seed, kind) in self.stage2:
+            return self.stage2[(seed, kind)]
+        assert self.sr is not None
+        label = STAGE2_LABELS[kind]
+        overrides = [
+            *self.cfg.overrides,
+            *self.sr.stage2,
+            *self._net_overrides("model.net"),
+            *(self.cfg.get("extra") or []),
+            *(["model.net.seg_encoding=none"] if kind == "blur" else []),
+            *self._tail(seed),
+        ]
+        log.info("compare: stage 2 (%s) seed %s", label, seed)
+        job_cfg = compose_train_config(overrides, self.log_dir / label / f"seed{seed}")
+        _require_system(job_cfg, NonBlindSRTask, "sr.stage2", "model=rrdb_sft")
+        metrics, info = self._train(job_cfg, overrides)
+        row = self._add_row(label, seed, info, metrics)
+        self.stage2[(seed, kind)] = row
+        log.info("compare: stage 2 (%s) seed %s done in %.0f s", label, seed, info["wall_s"])
+        self.write()
+        return row
+
+    def stage3(
+        self, row: dict[str, Any], stage1_cfg: DictConfig, metrics: dict[str, float]
+    ) -> None:
+        """Fine-tune RRDB-SFT on the frozen estimates of ``row``'s model; test; fill the row."""
+        assert self.sr is not None
+        model, seed = row["model"], row["seed"]
+        kind = "blur" if model in self.blur_only else "seg"
+        if kind == "seg" and "test/seg/miou" not in metrics:
+            raise ValueError(
+                f"{model} predicts no semantic map (it logged no test/seg/miou), so its "
+                f"blind SR needs the blur-only RRDB-SFT: add {model} to sr.blur_only"
+            )
+        stage2 = self.stage2_for(seed, kind)
+        estimator = OmegaConf.to_container(stage1_cfg.model.net, resolve=True)
+        overrides = [
+            *self.cfg.overrides,
+            *self.sr.stage3,
+            *self._net_overrides("model.net.sr"),
+            *(self.cfg.get("extra") or []),
+            # the stage-1 network, as configured for that run
+            "~model.net.estimator",
+            f"+model.net.estimator={hydra_value(estimator)}",
+            *(["model.net.sr.seg_encoding=none"] if kind == "blur" else []),
+            f"model.estimator_ckpt={hydra_value(str(row['weights']))}",
+            f"model.sr_ckpt={hydra_value(str(stage2['weights']))}",
+            *self._tail(seed),
+        ]
+        log.info("compare: stage 3 of %s seed %s (from %s)", model, seed, stage2["model"])
+        job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}" / "stage3")
+        _require_system(job_cfg, BlindSRTask, "sr.stage3", "model=blind_sr")
+        if OmegaConf.to_container(job_cfg.model.net.estimator, resolve=True) != estimator:
+            raise RuntimeError(
+                f"stage 3 of {model}: the composed model.net.estimator differs from the "
+                "stage-1 network (an override value was not written back faithfully)"
+            )
+        sr_metrics, info = self._train(job_cfg, overrides, count_parameters=False)
+        row.update({k: float(sr_metrics.get(k, math.nan)) for k, _, _ in METRICS if "/sr/" in k})
+        row.update(
+            sr_stage2=stage2["model"],
+            sr_steps=info["steps"],
+            sr_wall_s=info["wall_s"],
+            sr_command=info["command"],
+            sr_weights=info["weights"],
+        )
+        # The frozen estimator is the stage-1 network: it measures the same blur again.
+        before, after = metrics.get("test/blur/psnr"), sr_metrics.get("test/blur/psnr")
+        if before is not None and after is not None and abs(before - after) > 0.01:
+            log.warning(
+                "compare: stage 3 of %s seed %s measures blur PSNR %.4f dB, stage 1 %.4f dB: "
+                "is the estimator the stage-1 network?",
+                model,
+                seed,
+                after,
+                before,
+            )
+        log.info("compare: stage 3 of %s seed %s done in %.0f s", model, seed, info["wall_s"])
+        self.write()
