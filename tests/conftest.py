@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from svblur.cli._common import config_dir
+from svblur.conf import config_dir
 
 CONFIG_DIR = config_dir()
 

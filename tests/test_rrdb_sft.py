@@ -14,17 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from svblur.cli.convert import main as convert_main
-from svblur.models import CMOS, RRDBSFT, BlindSR
+from svblur.models import CMOS, RRDBSFT, BlindSR, CheckpointMismatchError, load_weights
 from svblur.models.convert import (
-    CheckpointMismatchError,
     detect_official_kind,
     from_official_blind_sr,
+    from_official_cmos,
     from_official_rrdb_sft,
-    load_weights,
     official_to_svblur_rrdb_sft_key,
     svblur_to_official_rrdb_sft_key,
     to_official_blind_sr,
-    to_official_cmos,
     to_official_rrdb_sft,
 )
 
@@ -228,6 +226,11 @@ def test_blind_sr_file_converts_and_cli_detects_all_three_kinds(tmp_path, capsys
         model = BlindSR(CMOS(num_classes=40), RRDBSFT(prior_channels=64))
     assert set(converted) == set(model.state_dict())
     assert to_official_blind_sr(converted).keys() == stage3.keys()
+    converters = {
+        "blind_sr": from_official_blind_sr,
+        "rrdb_sft": from_official_rrdb_sft,
+        "cmos": from_official_cmos,
+    }
     files = {
         "blind_sr": stage3,
         "rrdb_sft": rrdb,
@@ -241,7 +244,9 @@ def test_blind_sr_file_converts_and_cli_detects_all_three_kinds(tmp_path, capsys
         stdout = capsys.readouterr().out
         assert f"detected  {kind}" in stdout, stdout
         out = torch.load(dst, weights_only=True)
-        assert len(out) == len(state)
+        expected = converters[kind](state)
+        assert out.keys() == expected.keys()
+        assert all(torch.equal(out[k], expected[k]) for k in expected), kind
     # load_weights converts a released file on the fly, into the matching (sub)module
     sr = RRDBSFT(prior_channels=64)
     load_weights(sr, tmp_path / "blind_sr.pth")  # the RRDB-SFT part of a stage-3 file
@@ -273,6 +278,12 @@ def test_load_weights_lightning_checkpoints_and_mismatch_messages(tmp_path):
         {"state_dict": {"net." + k: v for k, v in cmos.state_dict().items()}}, tmp_path / "s1.ckpt"
     )
     blind = BlindSR(CMOS(num_classes=4, window_size=(4, 5)), tiny_rrdb())
+    conv = "backbone.conv1.weight"
+    assert not torch.equal(blind.estimator.state_dict()[conv], cmos.state_dict()[conv])
     load_weights(blind.estimator, tmp_path / "s1.ckpt")
-    load_weights(blind, blind.state_dict())
-    assert to_official_cmos  # the CMOS converter is still exported alongside
+    for key, value in cmos.state_dict().items():
+        assert torch.equal(blind.estimator.state_dict()[key], value), key
+    twin = BlindSR(CMOS(num_classes=4, window_size=(4, 5)), tiny_rrdb())
+    load_weights(twin, blind.state_dict())
+    for key, value in blind.state_dict().items():
+        assert torch.equal(twin.state_dict()[key], value), key

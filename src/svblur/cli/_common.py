@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import functools
 import logging
 import os
 import sys
 import warnings
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from svblur.errors import InputError
+
 log = logging.getLogger("svblur")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exceptions that mean "the user's input is wrong": reported in one line, no traceback.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    InputError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 #: Where Hydra finds svblur's configs: the ``conf`` folder shipped inside the package.
 CONFIG_MODULE = "svblur.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
-
-
-def config_dir() -> str:
-    """The folder of svblur's packaged configs (``svblur/conf``), e.g. for Hydra's compose API."""
-    folder = Path(str(importlib.resources.files(CONFIG_MODULE)))
-    if not (folder / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"svblur's Hydra configs are missing from the installed package: no train.yaml in "
-            f"'{folder}'; reinstall svblur (pip install .)"
-        )
-    return str(folder)
 
 
 def apply_extras(cfg: DictConfig) -> None:
@@ -47,8 +50,57 @@ def require(cfg: DictConfig, key: str, expected: str) -> Any:
     """Return ``cfg[key]`` or raise an error that names the missing config field."""
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
-        raise ValueError(f"config field '{key}' is missing: expected {expected}")
+        raise InputError(f"config field '{key}' is missing: expected {expected}")
     return value
+
+
+def debug_requested(argv: list[str] | None = None) -> bool:
+    """Whether tracebacks were asked for: ``HYDRA_FULL_ERROR=1`` or ``--debug``."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or "--debug" in (argv or [])
+
+
+def input_error_message(error: BaseException) -> str | None:
+    """The one-line message for a bad-input error, ``None`` for anything else (a bug).
+
+    A config value that a constructor rejects (Hydra's ``InstantiationException`` around
+    a ``ValueError``/``TypeError``) counts as bad input, named by its target.
+    """
+    if isinstance(error, INPUT_ERRORS):
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
+            message = f"{error.filename}: {error.strerror or error}"
+        else:
+            message = str(error)
+    elif isinstance(error, InstantiationException) and isinstance(
+        error.__cause__, (ValueError, TypeError)
+    ):
+        message = f"config error: {error.__cause__}"
+    else:
+        return None
+    return " ".join(message.split())
+
+
+def exit_on_input_error(prog: str, debug: bool | None = None) -> Callable[[F], F]:
+    """Decorate a command's body: bad input ends it with one line on stderr and status 2.
+
+    Tracebacks appear only when asked for (:func:`debug_requested`); other exceptions
+    (bugs) keep theirs.
+    """
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                message = input_error_message(error)
+                if message is None or (debug if debug is not None else debug_requested()):
+                    raise
+                print(f"{prog}: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def instantiate_list(cfg: DictConfig | None, what: str) -> list[Any]:
@@ -77,6 +129,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model = instantiate(
         require(cfg, "model", "a model config (model=cmos, model=unet, ...)"), _convert_="all"
     )
+    net_cfg = OmegaConf.select(cfg, "model.net")
+    if hasattr(model, "net_config") and isinstance(net_cfg, DictConfig):
+        model.net_config = OmegaConf.to_container(net_cfg, resolve=True)
     callbacks = instantiate_list(cfg.get("callbacks"), "callback")
     loggers = instantiate_list(cfg.get("logger"), "logger")
     trainer = instantiate(

@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--decode", action="store_true", help="fully decode every image and check label values"
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument(
         "--checksums",
         action="store_true",
@@ -44,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         counts = validate_bsr_root(args.root, args.dataset, scale=args.scale, decode=args.decode)
     except BSRDataError as error:
-        print(str(error), file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"svblur-check-data: {error}", file=sys.stderr)
         return 1
     if args.checksums:
         from svblur.data.builders import verify_manifest

@@ -13,54 +13,16 @@ printed:
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from svblur.models.convert import (
-    detect_official_kind,
-    from_official_blind_sr,
-    from_official_cmos,
-    from_official_rrdb_sft,
-    strip_prefixes,
-)
+from svblur.errors import InputError
+from svblur.models.checkpoints import read_state_dict, save_state_dict
+from svblur.models.convert import RELEASED_KINDS, convert_released
 
-_LOAD_HINT = {
-    "cmos": "CMOS(num_classes=K)",
-    "rrdb_sft": "RRDBSFT(prior_channels=64)",
-    "blind_sr": "BlindSR(CMOS(num_classes=K), RRDBSFT(prior_channels=64))",
-}
-
-
-def _is_cmos(key: str) -> bool:
-    return key.removeprefix("module.").startswith("cmos.")
-
-
-def _cmos_entries(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
-    """Keep the CMOS entries of a released file; returns them and the number left out.
-
-    Stage-3 (BlindSR) files hold the CMOS under ``cmos.`` next to the RRDB-SFT keys: when
-    any key carries ``cmos.`` (after ``module.``), only those are CMOS keys.
-    """
-    if any(_is_cmos(k) for k in state):
-        kept = {k: v for k, v in state.items() if _is_cmos(k)}
-        return kept, len(state) - len(kept)
-    return dict(state), 0
-
-
-def _save_atomically(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from ._common import debug_requested, exit_on_input_error
 
 
 def _parameters(state: dict[str, torch.Tensor]) -> int:
@@ -71,8 +33,7 @@ def _parameters(state: dict[str, torch.Tensor]) -> int:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter; returns the exit status."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="svblur-convert",
         description=(
@@ -90,53 +51,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="all",
         help="of a stage-3 file, write only this network (default: all)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
 
-    state = torch.load(args.input, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        parser.error(f"{args.input} does not hold a state dict (got {type(state).__name__})")
-    kind = detect_official_kind(state)
-    if kind is None:
-        parser.error(
-            f"{args.input}: no released CMOS / RRDB-SFT / BlindSR keys found (e.g. "
-            f"{sorted(state)[:3]}); is it already an svblur state dict?"
-        )
-    skipped = 0
-    if kind == "blind_sr" and args.part == "cmos":
-        kind = "cmos"
-    if kind == "blind_sr" and args.part == "rrdb_sft":
-        state = {k: v for k, v in state.items() if not _is_cmos(k)}
-        kind = "rrdb_sft"
-    if kind == "cmos":
-        entries, skipped = _cmos_entries(state)
-        converted = from_official_cmos(entries)
-    elif kind == "rrdb_sft":
-        entries = state
-        converted = from_official_rrdb_sft(entries)
-    else:
-        entries = state
-        converted = from_official_blind_sr(entries)
-    _save_atomically(converted, args.output)
 
-    prefixes = sorted({k[: len(k) - len(strip_prefixes(k))] for k in entries} - {""})
-    print(f"read      {args.input} ({len(state)} entries)")
-    print(f"detected  {kind} ({_LOAD_HINT[kind]})")
-    if kind == "cmos":
+def convert_file(input: Path, output: Path, part: str = "all") -> list[str]:
+    """Convert a released file into an svblur state dict written atomically to ``output``.
+
+    Returns:
+        The report lines (what was read, detected, converted and written).
+
+    Raises:
+        CheckpointError: ``input`` is not a readable checkpoint.
+        InputError: It is not a released file this converter knows, or its keys or shapes
+            do not fit the detected architecture (the message names the offending key).
+    """
+    state = read_state_dict(input)
+    try:
+        result = convert_released(state, part)
+    except (KeyError, ValueError) as error:  # KeyError quotes its message; unwrap it
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise InputError(f"{input}: {reason}") from error
+    save_state_dict(result.state_dict, output)
+    lines = [
+        f"read      {input} ({len(state)} entries)",
+        f"detected  {result.detected} ({RELEASED_KINDS[result.detected]})",
+    ]
+    converted = result.state_dict
+    if result.kind == "cmos":
         num_classes = converted["output_heads.seg.classifier.weight"].shape[0]
-        print(
+        lines.append(
             f"converted {len(converted)} CMOS entries, {_parameters(converted):,} parameters, "
             f"{num_classes} classes"
         )
     else:
-        print(f"converted {len(converted)} entries, {_parameters(converted):,} parameters")
-    if prefixes:
-        print(f"stripped  prefixes {', '.join(repr(p) for p in prefixes)}")
-    if skipped:
-        print(f"left out  {skipped} non-CMOS entries (e.g. RRDB-SFT of a stage-3 file)")
-    print(f"wrote     {args.output}")
-    return 0
+        lines.append(f"converted {len(converted)} entries, {_parameters(converted):,} parameters")
+    if result.prefixes:
+        lines.append(f"stripped  prefixes {', '.join(repr(p) for p in result.prefixes)}")
+    if result.left_out:
+        other = "RRDB-SFT" if result.kind == "cmos" else "CMOS"
+        lines.append(
+            f"left out  {result.left_out} non-{RELEASED_KINDS[result.kind].split('(')[0]} "
+            f"entries (the {other} of a stage-3 file)"
+        )
+    lines.append(f"wrote     {output} (loads into {RELEASED_KINDS[result.kind]})")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the converter; returns the exit status (2 and one line on stderr for bad input)."""
+    args = _parser().parse_args(argv)
+
+    @exit_on_input_error("svblur-convert", debug=args.debug or debug_requested())
+    def run() -> int:
+        print("\n".join(convert_file(args.input, args.output, args.part)))
+        return 0
+
+    return run()
 
 
 if __name__ == "__main__":

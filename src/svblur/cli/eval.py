@@ -24,15 +24,19 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from svblur.models.checkpoints import CheckpointNotFoundError
+
 from ._common import (
     CONFIG_PATH,
     apply_extras,
     build,
+    exit_on_input_error,
     finish,
     metrics_as_floats,
     require,
     run_hydra_app,
 )
+from .train import check_checkpoint_fits, read_training_checkpoint
 
 log = logging.getLogger("svblur")
 
@@ -42,8 +46,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     apply_extras(cfg)
     ckpt_path = Path(require(cfg, "ckpt_path", "the path of a checkpoint to evaluate"))
     if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+        raise CheckpointNotFoundError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+    checkpoint = read_training_checkpoint(ckpt_path)
     datamodule, model, trainer = build(cfg)
+    check_checkpoint_fits(checkpoint, model, ckpt_path, resume=False)
+    del checkpoint
     try:
         log.info("Testing %s", ckpt_path)
         trainer.test(
@@ -132,6 +139,7 @@ def write_reports(
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+@exit_on_input_error("svblur-eval")
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

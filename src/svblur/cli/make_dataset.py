@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 from svblur.data.builders import build_cityscapes, build_nyuv2
 
+from ._common import debug_requested
+
 __all__ = ["main"]
 
 
@@ -47,6 +49,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N images per split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,8 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 disparity_folder=args.disparity_folder,
                 **common,
             )
-    except (ValueError, RuntimeError) as error:
-        print(f"svblur-make-dataset: {error}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as error:
+        if args.debug or debug_requested():
+            raise
+        print(f"svblur-make-dataset: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(
         f"{summary.out}: {summary.built} images rendered, {summary.skipped} already done, "

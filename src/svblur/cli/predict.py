@@ -1,10 +1,16 @@
-"""``svblur-predict``: blind SR of real images with a stage-3 (BlindSR) checkpoint.
+"""``svblur-predict``: blur and semantic maps, and SR, of real photos with any checkpoint.
 
-Example:
+Examples:
+    svblur-predict ckpt=logs/train/runs/<time>/checkpoints/last.ckpt input=photo.png output=out
     svblur-predict ckpt=BlindSR_NYUv2_BSR.pth input=photos/ output=results/
 
-For every readable image ``<stem>.<ext>`` of ``input`` (a file or a folder) it writes to
-``output``: ``<stem>_sr.png`` (the x4 SR image), ``<stem>_blur.png`` (the estimated blur
+The checkpoint may be a stage-1 estimator (CMOS, its single-task variants, MANet; e.g. the
+``last.ckpt`` of ``make train``), a stage-3 blind-SR checkpoint, a converted state dict or
+one of the authors' released files. The network is rebuilt from what the checkpoint
+records (svblur's training systems store it); files without that record use the model
+config (``model=...``, default ``blind_sr``). For every readable image ``<stem>.<ext>`` of
+``input`` (a file or a folder) it writes to ``output`` what the network computes:
+``<stem>_sr.png`` (the x4 SR image; blind SR only), ``<stem>_blur.png`` (the estimated blur
 sigma map, colour-mapped, with a colour bar), ``<stem>_blur_x10.png`` (the same map as a
 uint16 PNG holding ``round(sigma * 10)``, the data sets' format) and ``<stem>_seg.png``
 (class map, palette PNG: pixel value = class index). Images are processed in overlapping
@@ -24,16 +30,17 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from svblur.degradation import blur_map_to_png
+from svblur.errors import InputError
 from svblur.inference import TiledPredictor
-from svblur.models.convert import load_weights, read_state_dict
+from svblur.io import atomic_path
+from svblur.models.checkpoints import LoadedNetwork, load_network
 from svblur.systems.visualize import colorize_scalar, palette
 
-from ._common import CONFIG_PATH, apply_extras, require, run_hydra_app
+from ._common import CONFIG_PATH, apply_extras, exit_on_input_error, require, run_hydra_app
 
 log = logging.getLogger("svblur")
 
@@ -97,31 +104,39 @@ def save_outputs(
     result: dict[str, torch.Tensor],
     out_dir: Path,
     stem: str,
-    num_classes: int,
+    num_classes: int | None,
     blur_vmax: float | None,
 ) -> list[Path]:
-    """Write the SR image, blur map (colour + uint16 x10) and class map of one image."""
+    """Write what ``result`` holds of one image: SR image, blur map (colour + uint16 x10)
+    and class map; each file appears complete or not at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    sr = (result["sr"].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    path = out_dir / f"{stem}_sr.png"
-    Image.fromarray(sr).save(path)
-    written.append(path)
-    sigma = result["blur"][0].clamp(min=0)
-    vmax = float(blur_vmax) if blur_vmax else max(1.0, float(sigma.max()))
-    path = out_dir / f"{stem}_blur.png"
-    blur_colorbar_image(sigma, vmax).save(path)
-    written.append(path)
-    path = out_dir / f"{stem}_blur_x10.png"
-    blur_map_to_png(sigma.clamp(max=6553.5).numpy(), path)
-    written.append(path)
-    labels = result["seg"].clamp(0, 255).numpy().astype(np.uint8)
-    seg = Image.fromarray(labels, mode="P")
-    colours = (palette(min(num_classes, 256)) * 255).round().to(torch.uint8).flatten().tolist()
-    seg.putpalette(colours + [0] * (768 - len(colours)))
-    path = out_dir / f"{stem}_seg.png"
-    seg.save(path)
-    written.append(path)
+    if "sr" in result:
+        sr = (result["sr"].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path = out_dir / f"{stem}_sr.png"
+        with atomic_path(path) as temp:
+            Image.fromarray(sr).save(temp, format="PNG")
+        written.append(path)
+    if "blur" in result:
+        sigma = result["blur"][0].clamp(min=0)
+        vmax = float(blur_vmax) if blur_vmax else max(1.0, float(sigma.max()))
+        path = out_dir / f"{stem}_blur.png"
+        with atomic_path(path) as temp:
+            blur_colorbar_image(sigma, vmax).save(temp, format="PNG")
+        written.append(path)
+        path = out_dir / f"{stem}_blur_x10.png"
+        blur_map_to_png(sigma.clamp(max=6553.5).numpy(), path)
+        written.append(path)
+    if "seg" in result:
+        labels = result["seg"].clamp(0, 255).numpy().astype(np.uint8)
+        seg = Image.fromarray(labels, mode="P")
+        classes = min(num_classes or int(labels.max()) + 1, 256)
+        colours = (palette(classes) * 255).round().to(torch.uint8).flatten().tolist()
+        seg.putpalette(colours + [0] * (768 - len(colours)))
+        path = out_dir / f"{stem}_seg.png"
+        with atomic_path(path) as temp:
+            seg.save(temp, format="PNG")
+        written.append(path)
     return written
 
 
@@ -146,38 +161,55 @@ def _unique_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:]}" for p in paths}
 
 
-def build_model(cfg: DictConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The BlindSR network of ``cfg.model.net`` with the checkpoint's weights."""
-    classes = num_classes_of(state)
-    if classes is not None and classes != cfg.data.num_classes:
-        log.info("checkpoint has %d classes; using data.num_classes=%d", classes, classes)
-        with open_dict(cfg):
-            cfg.data.num_classes = classes
-    net = instantiate(require(cfg, "model.net", "a BlindSR network config (model=blind_sr)"))
-    load_weights(net, state)
-    return net.eval()
+def load_model(cfg: DictConfig, ckpt: Path) -> LoadedNetwork:
+    """The network of ``ckpt`` with its weights.
+
+    Built from the checkpoint's own record when it has one (every checkpoint svblur's
+    training systems write); else from ``cfg.model.net``, with the number of classes read
+    from the checkpoint.
+    """
+
+    def config_from_cfg(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        classes = num_classes_of(state)
+        if classes is not None and classes != cfg.data.num_classes:
+            log.info("checkpoint has %d classes; using data.num_classes=%d", classes, classes)
+            with open_dict(cfg):
+                cfg.data.num_classes = classes
+        net_cfg = require(cfg, "model.net", "a network config (model=blind_sr, model=cmos, ...)")
+        return OmegaConf.to_container(net_cfg, resolve=True)  # type: ignore[return-value]
+
+    loaded = load_network(ckpt, fallback_config=config_from_cfg)
+    if loaded.kind == "non_blind_sr":
+        raise InputError(
+            f"{ckpt}: a stage-2 (non-blind SR) checkpoint needs blur and semantic maps as "
+            "input, which a photo does not have; predict with a stage-3 (blind SR) checkpoint, "
+            "or with a stage-1 checkpoint for the maps"
+        )
+    return loaded
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run blind SR over ``cfg.input`` and write the results to ``cfg.output``.
 
     Returns:
-        Summary: ``processed`` (names), ``failed`` (name -> reason), ``ignored`` (files
+        Summary: ``kind`` (what the checkpoint's network computes), ``processed`` (names), ``failed`` (name -> reason), ``ignored`` (files
         without an image suffix), ``seconds``, ``tile_size`` (smallest tile size used).
     """
     apply_extras(cfg)
-    ckpt = Path(require(cfg, "ckpt", "the BlindSR checkpoint (ckpt=PATH)"))
+    ckpt = Path(require(cfg, "ckpt", "a checkpoint (ckpt=PATH)"))
     inputs, ignored = find_inputs(Path(require(cfg, "input", "an image file or folder")))
     out_dir = Path(require(cfg, "output", "the output folder (output=DIR)"))
-    state = read_state_dict(ckpt)
-    net = build_model(cfg, state)
+    loaded = load_model(cfg, ckpt)
+    net = loaded.net
+    log.info("%s: %s network %s", ckpt, loaded.kind.replace("_", " "), type(net).__name__)
     device = _device(str(cfg.get("device", "auto")))
     net.to(device)
-    scale = int(net.sr.scale)
+    scale = int(net.scale)
+    num_classes = num_classes_of(net.state_dict())
 
     def run(lr: torch.Tensor) -> dict[str, torch.Tensor]:
         out = net(lr)
-        return {"sr": out["sr"], "blur": out["blur"], "seg": out["seg"]}
+        return {key: out[key] for key in ("sr", "blur", "seg") if key in out}
 
     predictor = TiledPredictor(
         run,
@@ -189,6 +221,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         min_tile_size=int(cfg.min_tile_size),
     )
     summary: dict[str, Any] = {
+        "kind": loaded.kind,
         "processed": [],
         "failed": {},
         "ignored": [p.name for p in ignored],
@@ -206,7 +239,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         try:
             t0 = time.perf_counter()
             result = predictor(lr)
-            save_outputs(result, out_dir, stems[path], cfg.data.num_classes, cfg.blur_vmax)
+            save_outputs(result, out_dir, stems[path], num_classes, cfg.blur_vmax)
         except Exception as err:  # one bad image must not abort the batch
             log.exception("failed on %s", path.name)
             summary["failed"][path.name] = f"{type(err).__name__}: {err}"
@@ -239,6 +272,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
+@exit_on_input_error("svblur-predict")
 def _hydra_main(cfg: DictConfig) -> None:
     summary = predict(cfg)
     if not summary["processed"] and summary["failed"]:

@@ -3,20 +3,36 @@
 Examples:
     svblur-train
     svblur-train model=cmos trainer.max_epochs=5 data.batch_size=8
-    svblur-train experiment=synthetic_cmos logger=wandb
+    svblur-train experiment=synthetic_stage1 logger=wandb
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
+import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ._common import CONFIG_PATH, apply_extras, build, finish, metrics_as_floats, run_hydra_app
+from svblur.models.checkpoints import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    check_fits,
+    read_checkpoint,
+)
+
+from ._common import (
+    CONFIG_PATH,
+    apply_extras,
+    build,
+    exit_on_input_error,
+    finish,
+    metrics_as_floats,
+    run_hydra_app,
+)
 
 log = logging.getLogger("svblur")
 
@@ -30,7 +46,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return None
     if str(ckpt_path) != "last":
         if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+            raise CheckpointNotFoundError(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
         return str(ckpt_path)
     output = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if output.is_file():
@@ -38,7 +54,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     root = Path(cfg.paths.log_dir) / str(cfg.get("task_name", "train"))
     found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"ckpt_path=last: no checkpoints/last.ckpt in '{output.parent.parent}' or under "
             f"'{root}'; pass the checkpoint's path instead"
         )
@@ -46,12 +62,36 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(found[-1])
 
 
-def _resume_wandb_run(cfg: DictConfig, ckpt_path: str) -> None:
+def read_training_checkpoint(path: str | Path) -> Mapping:
+    """A Lightning checkpoint of an svblur run, read safely; one-line errors otherwise."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (no 'state_dict' entry); expected a "
+            "checkpoint written by svblur-train (checkpoints/*.ckpt)"
+        )
+    return checkpoint
+
+
+def check_checkpoint_fits(
+    checkpoint: Mapping, model: L.LightningModule, path: str | Path, resume: bool
+) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``checkpoint`` fits ``model``
+    (and, to ``resume`` training, carries the optimizer state)."""
+    if resume and "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"{path}: holds weights only (no optimizer state), so training cannot resume "
+            "from it; resume from checkpoints/last.ckpt of the run, or start the model from "
+            "these weights with the model's checkpoint options"
+        )
+    check_fits(model, checkpoint["state_dict"], str(path))
+
+
+def _resume_wandb_run(cfg: DictConfig, checkpoint: Mapping) -> None:
     """Point the W&B logger at the run recorded in the checkpoint (same run continues)."""
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if wandb_cfg is None or wandb_cfg.get("id"):
         return
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     run_id = checkpoint.get("wandb_run_id")
     if run_id:
         log.info("Resuming W&B run %s", run_id)
@@ -77,9 +117,13 @@ def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, 
     """
     apply_extras(cfg)
     ckpt_path = resolve_ckpt_path(cfg) if cfg.get("train", True) else None
-    if ckpt_path is not None:
-        _resume_wandb_run(cfg, ckpt_path)
+    checkpoint = None if ckpt_path is None else read_training_checkpoint(ckpt_path)
+    if checkpoint is not None:
+        _resume_wandb_run(cfg, checkpoint)
     datamodule, model, trainer = build(cfg)
+    if checkpoint is not None:
+        check_checkpoint_fits(checkpoint, model, ckpt_path, resume=True)
+        del checkpoint
     metrics: dict[str, Any] = {}
     try:
         if cfg.get("train", True):
@@ -113,6 +157,7 @@ def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, 
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@exit_on_input_error("svblur-train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     optimized = cfg.get("optimized_metric")

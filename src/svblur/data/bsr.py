@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import blur_map_from_png
+from svblur.errors import InputError
 
 __all__ = [
     "BSR_DATASETS",
@@ -98,7 +99,7 @@ def _spec(dataset: str) -> BSRSpec:
     return BSR_DATASETS[dataset]
 
 
-class BSRDataError(ValueError):
+class BSRDataError(InputError):
     """A released-layout tree that cannot be used; ``problems`` lists each finding.
 
     Args:

@@ -1,37 +1,52 @@
-"""Networks: plain ``nn.Module`` classes with no training logic."""
+"""Networks: plain ``nn.Module`` classes with no training logic, their converters and
+checkpoint loading."""
 
+from .blind_sr import BlindSR
+from .checkpoints import (
+    CheckpointError,
+    CheckpointMismatchError,
+    LoadedNetwork,
+    build_network,
+    load_network,
+    load_weights,
+    read_checkpoint,
+    read_state_dict,
+)
 from .cmos import CMOS
-from .convert import from_official_cmos, to_official_cmos
+from .convert import (
+    convert_released,
+    from_official_blind_sr,
+    from_official_cmos,
+    from_official_rrdb_sft,
+    to_official_blind_sr,
+    to_official_cmos,
+    to_official_rrdb_sft,
+)
 from .manet import MABlock, MAConv, MANet
+from .rrdb_sft import RRDBSFT
 from .unet import UNetBlurSeg
 
 __all__ = [
     "CMOS",
+    "RRDBSFT",
+    "BlindSR",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "LoadedNetwork",
     "MABlock",
     "MAConv",
     "MANet",
     "UNetBlurSeg",
-    "from_official_cmos",
-    "to_official_cmos",
-]
-
-# Blind SR (stages 2 and 3)
-from .blind_sr import BlindSR  # noqa: E402
-from .convert import (  # noqa: E402
-    from_official_blind_sr,
-    from_official_rrdb_sft,
-    load_weights,
-    to_official_blind_sr,
-    to_official_rrdb_sft,
-)
-from .rrdb_sft import RRDBSFT  # noqa: E402
-
-__all__ += [
-    "RRDBSFT",
-    "BlindSR",
+    "build_network",
+    "convert_released",
     "from_official_blind_sr",
+    "from_official_cmos",
     "from_official_rrdb_sft",
+    "load_network",
     "load_weights",
+    "read_checkpoint",
+    "read_state_dict",
     "to_official_blind_sr",
+    "to_official_cmos",
     "to_official_rrdb_sft",
 ]

@@ -41,6 +41,11 @@ class BlindSR(nn.Module):
             self.estimator.requires_grad_(False)
             self.estimator.eval()
 
+    @property
+    def scale(self) -> int:
+        """The SR factor (the SR network's)."""
+        return int(self.sr.scale)
+
     def train(self, mode: bool = True) -> BlindSR:
         """Set training mode; a frozen estimator stays in eval mode."""
         super().train(mode)

@@ -31,17 +31,29 @@ and inside a GIA (``1`` = first input ``a`` = blur in task GIAs, ``2`` = ``b``):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 
+from svblur.errors import InputError
+
 __all__ = [
+    "RELEASED_KINDS",
+    "ReleasedConversion",
+    "convert_released",
+    "detect_official_kind",
+    "from_official_blind_sr",
     "from_official_cmos",
+    "from_official_rrdb_sft",
     "official_to_svblur_key",
+    "official_to_svblur_rrdb_sft_key",
     "strip_prefixes",
     "svblur_to_official_key",
+    "svblur_to_official_rrdb_sft_key",
+    "to_official_blind_sr",
     "to_official_cmos",
+    "to_official_rrdb_sft",
 ]
 
 _PREFIXES = ("module.", "cmos.")
@@ -181,6 +193,57 @@ def _num_classes(state: Mapping[str, torch.Tensor], key: str) -> int:
     return int(state[key].shape[0])
 
 
+@dataclass(frozen=True)
+class _Family:
+    """One released network: how its keys map to svblur's and which shapes it must have."""
+
+    title: str
+    prefixes: tuple[str, ...]
+    to_svblur: Callable[[str], str]
+    to_official: Callable[[str], str]
+    expected: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Size]]
+
+
+def _convert_family(
+    state_dict: Mapping[str, torch.Tensor], family: _Family
+) -> dict[str, torch.Tensor]:
+    """Rename every released key of ``family`` and check the result against its shapes."""
+    converted: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    for raw_key, value in state_dict.items():
+        key = family.to_svblur(strip_prefixes(raw_key, family.prefixes))
+        if key in converted:
+            raise KeyError(f"duplicate entry for {key!r}: {sources[key]!r} and {raw_key!r}")
+        converted[key] = value
+        sources[key] = raw_key
+    expected = family.expected(converted)
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        names = [family.to_official(k) for k in missing]
+        raise KeyError(f"{len(missing)} released {family.title} keys missing, e.g. {names[:5]}")
+    for key, value in converted.items():
+        if key not in expected:  # a well-formed name with no counterpart (e.g. GIA_m.7)
+            raise KeyError(
+                f"unknown key in the released {family.title} state dict: {sources[key]!r}"
+            )
+        if tuple(value.shape) != tuple(expected[key]):
+            raise ValueError(
+                f"{sources[key]}: shape {tuple(value.shape)}, expected {tuple(expected[key])}"
+            )
+    return converted
+
+
+_CMOS = _Family(
+    title="CMOS",
+    prefixes=_PREFIXES,
+    to_svblur=official_to_svblur_key,
+    to_official=svblur_to_official_key,
+    expected=lambda state: _expected_state(
+        _num_classes(state, "output_heads.seg.classifier.weight")
+    ),
+)
+
+
 def from_official_cmos(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert a released CMOS state dict for ``CMOS(num_classes=K)`` (``K`` from the file).
 
@@ -196,27 +259,7 @@ def from_official_cmos(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
             or keys of the released architecture that are missing.
         ValueError: A tensor whose shape differs from the released architecture's.
     """
-    converted: dict[str, torch.Tensor] = {}
-    sources: dict[str, str] = {}
-    for raw_key, value in state_dict.items():
-        key = official_to_svblur_key(strip_prefixes(raw_key))
-        if key in converted:
-            raise KeyError(f"duplicate entry for {key!r}: {sources[key]!r} and {raw_key!r}")
-        converted[key] = value
-        sources[key] = raw_key
-    expected = _expected_state(_num_classes(converted, "output_heads.seg.classifier.weight"))
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        names = [svblur_to_official_key(k) for k in missing]
-        raise KeyError(f"{len(missing)} released CMOS keys missing, e.g. {names[:5]}")
-    for key, value in converted.items():
-        if key not in expected:  # a well-formed name with no counterpart (e.g. GIA_m.7)
-            raise KeyError(f"unknown key in the released CMOS state dict: {sources[key]!r}")
-        if tuple(value.shape) != tuple(expected[key]):
-            raise ValueError(
-                f"{sources[key]}: shape {tuple(value.shape)}, expected {tuple(expected[key])}"
-            )
-    return converted
+    return _convert_family(state_dict, _CMOS)
 
 
 def to_official_cmos(
@@ -253,19 +296,6 @@ def to_official_cmos(
 # RRDB-SFT keys without prefix; svblur's :class:`~svblur.models.BlindSR` holds them as
 # ``estimator.*`` and ``sr.*``.
 # --------------------------------------------------------------------------------------
-
-__all__ += [
-    "CheckpointMismatchError",
-    "detect_official_kind",
-    "from_official_blind_sr",
-    "from_official_rrdb_sft",
-    "load_weights",
-    "official_to_svblur_rrdb_sft_key",
-    "read_state_dict",
-    "svblur_to_official_rrdb_sft_key",
-    "to_official_blind_sr",
-    "to_official_rrdb_sft",
-]
 
 _RRDB_TOP: tuple[tuple[str, str], ...] = (
     ("blur_conv", "prior.blur_embed"),
@@ -380,6 +410,15 @@ def _expected_rrdb_sft_state(state: Mapping[str, torch.Tensor]) -> dict[str, tor
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
+_RRDB_SFT = _Family(
+    title="RRDB-SFT",
+    prefixes=("module.",),
+    to_svblur=official_to_svblur_rrdb_sft_key,
+    to_official=svblur_to_official_rrdb_sft_key,
+    expected=_expected_rrdb_sft_state,
+)
+
+
 def from_official_rrdb_sft(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert a released RRDB-SFT state dict for :class:`~svblur.models.RRDBSFT`.
 
@@ -396,27 +435,7 @@ def from_official_rrdb_sft(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         KeyError: An unknown key (named), a duplicate, or missing keys of the architecture.
         ValueError: A tensor whose shape does not fit the architecture.
     """
-    converted: dict[str, torch.Tensor] = {}
-    sources: dict[str, str] = {}
-    for raw_key, value in state_dict.items():
-        key = official_to_svblur_rrdb_sft_key(strip_prefixes(raw_key, ("module.",)))
-        if key in converted:
-            raise KeyError(f"duplicate entry for {key!r}: {sources[key]!r} and {raw_key!r}")
-        converted[key] = value
-        sources[key] = raw_key
-    expected = _expected_rrdb_sft_state(converted)
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        names = [svblur_to_official_rrdb_sft_key(k) for k in missing]
-        raise KeyError(f"{len(missing)} released RRDB-SFT keys missing, e.g. {names[:5]}")
-    for key, value in converted.items():
-        if key not in expected:
-            raise KeyError(f"unknown key in the released RRDB-SFT state dict: {sources[key]!r}")
-        if tuple(value.shape) != tuple(expected[key]):
-            raise ValueError(
-                f"{sources[key]}: shape {tuple(value.shape)}, expected {tuple(expected[key])}"
-            )
-    return converted
+    return _convert_family(state_dict, _RRDB_SFT)
 
 
 def to_official_rrdb_sft(
@@ -482,101 +501,76 @@ def detect_official_kind(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model it is loaded into (keys or shapes differ)."""
+#: The released files :func:`convert_released` recognises, and what each loads into.
+RELEASED_KINDS: dict[str, str] = {
+    "cmos": "CMOS(num_classes=K)",
+    "rrdb_sft": "RRDBSFT(prior_channels=64)",
+    "blind_sr": "BlindSR(CMOS(num_classes=K), RRDBSFT(prior_channels=64))",
+}
 
 
-def read_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file or mapping, safely (``weights_only=True``).
+@dataclass(frozen=True)
+class ReleasedConversion:
+    """The result of :func:`convert_released`.
 
-    Accepts a plain state dict, a Lightning checkpoint (its ``state_dict``) or a dict with
-    ``state_dict``/``model``/``params`` entries; ``module.`` prefixes are removed.
+    Attributes:
+        kind: What the converted state dict loads into (a key of :data:`RELEASED_KINDS`).
+        detected: The kind of the released file (differs from ``kind`` when one network of
+            a stage-3 file was selected).
+        state_dict: svblur's state dict.
+        left_out: Entries of the file not converted (the other network of a stage-3 file).
+        prefixes: Wrapper prefixes that were removed (``module.``, ``cmos.``).
     """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint file at '{path}'")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        obj = source
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model", "params"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, Mapping):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{source!r} does not hold a state dict of tensors")
-    return {strip_prefixes(k, ("module.",)): v for k, v in obj.items()}
+
+    kind: str
+    detected: str
+    state_dict: dict[str, torch.Tensor]
+    left_out: int
+    prefixes: tuple[str, ...]
 
 
-def _select_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """Drop a wrapper prefix such as Lightning's ``net.`` when that makes the keys fit."""
-    if set(state) & expected:
-        return state
-    for prefix in ("net.", "model.", "estimator.", "sr.", "net.estimator.", "net.sr."):
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub and set(sub) & expected:
-            return sub
-    return state
+def convert_released(
+    state_dict: Mapping[str, torch.Tensor], part: str = "all"
+) -> ReleasedConversion:
+    """Convert any of the authors' released files; the kind is detected from the keys.
 
-
-def load_weights(
-    module: torch.nn.Module, source: str | Path | Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Load a checkpoint into a CMOS, RRDBSFT or BlindSR (or any module) strictly.
-
-    ``source`` may be an svblur state dict, a Lightning checkpoint of an svblur system
-    (``net.`` prefix; a stage-1/2 checkpoint also loads into the ``estimator``/``sr`` of a
-    BlindSR), or one of the authors' released files (converted on the fly). Files are read
-    with ``torch.load(..., weights_only=True)``.
-
-    Returns:
-        The state dict that was loaded.
+    Args:
+        state_dict: The tensors of a released ``CMOS_*.pth``, ``RRDB_SFT_*.pth`` or
+            ``BlindSR_*.pth``.
+        part: ``"all"``; or, of a stage-3 file, only ``"cmos"`` or ``"rrdb_sft"``.
 
     Raises:
-        CheckpointMismatchError: Keys are missing or unexpected, or shapes differ; the
-            message names them.
+        InputError: Not a released file of a known kind, or ``part`` does not apply.
+        KeyError / ValueError: A key or shape that does not fit the detected architecture.
     """
-    from .blind_sr import BlindSR
-    from .cmos import CMOS
-    from .rrdb_sft import RRDBSFT
-
-    state = read_state_dict(source)
-    expected = module.state_dict()
-    kind = detect_official_kind(state)
-    if kind is not None and not set(state) <= set(expected):
-        converters = {"cmos": from_official_cmos, "rrdb_sft": from_official_rrdb_sft}
-        if kind == "blind_sr" and isinstance(module, BlindSR):
-            state = from_official_blind_sr(state)
-        elif kind == "blind_sr" and isinstance(module, CMOS):
-            state = from_official_cmos({k: v for k, v in state.items() if _is_cmos_key(k)})
-        elif kind == "blind_sr" and isinstance(module, RRDBSFT):
-            state = from_official_rrdb_sft({k: v for k, v in state.items() if not _is_cmos_key(k)})
-        elif kind in converters:
-            state = converters[kind](state)
-    state = _select_prefix(state, set(expected))
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        name = source if isinstance(source, (str, Path)) else "the state dict"
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys, e.g. {missing[:8]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:8]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches, e.g. {shapes[:8]}")
-        raise CheckpointMismatchError(
-            f"checkpoint {name} does not fit {type(module).__name__}: "
-            + "; ".join(parts)
-            + ". Was it saved from a different model or config (num_classes, num_blocks, "
-            "prior_channels, seg_encoding, gia variant)?"
+    if part not in ("all", "cmos", "rrdb_sft"):
+        raise InputError(f"part: expected 'all', 'cmos' or 'rrdb_sft', got {part!r}")
+    detected = detect_official_kind(state_dict)
+    if detected is None:
+        raise InputError(
+            f"no released CMOS / RRDB-SFT / BlindSR keys found (e.g. {sorted(state_dict)[:3]}); "
+            "is it already an svblur state dict?"
         )
-    module.load_state_dict(state, strict=True)
-    return state
+    kind = detected if part == "all" else part
+    if detected != "blind_sr" and kind != detected:
+        raise InputError(f"part={part!r} selects a network of a stage-3 file; this is {detected}")
+    if kind == "cmos":
+        entries = {k: v for k, v in state_dict.items() if _is_cmos_key(k)} or dict(state_dict)
+    elif kind == "rrdb_sft":
+        entries = {k: v for k, v in state_dict.items() if not _is_cmos_key(k)}
+    else:
+        entries = dict(state_dict)
+    converters = {
+        "cmos": from_official_cmos,
+        "rrdb_sft": from_official_rrdb_sft,
+        "blind_sr": from_official_blind_sr,
+    }
+    converted = converters[kind](entries)
+    prefixes = sorted({k[: len(k) - len(strip_prefixes(k))] for k in entries} - {""})
+    return ReleasedConversion(
+        kind=kind,
+        detected=detected,
+        state_dict=converted,
+        left_out=len(state_dict) - len(entries),
+        prefixes=tuple(prefixes),
+    )

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from svblur.models.checkpoints import RECORD_KEY, network_record
+
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainingSystem"]
@@ -28,11 +30,17 @@ class TrainingSystem(L.LightningModule):
       (weights and optimizer state untouched) and counted in ``train/skipped_steps``.
     - evaluation groups: metrics per group, logged per group and as their mean
       (:meth:`_log_metrics`), test groups from the data module's ``test_group_names``;
-    - checkpoints carry ``wandb_run_id`` (so that resuming continues the same W&B run) and
-      ``skipped_steps``.
+    - checkpoints carry ``wandb_run_id`` (so that resuming continues the same W&B run),
+      ``skipped_steps`` and, under ``"svblur"``, what the system is and how its network is
+      built (:attr:`net_config`), which :func:`svblur.models.load_network` and
+      ``svblur-predict`` read.
     """
 
     skipped_steps: int = 0
+    #: How ``self.net`` is built (``{"_target_": ..., **kwargs}``, plain values), recorded
+    #: in checkpoints so that :func:`svblur.models.load_network` can rebuild it; set by
+    #: whoever builds the system from a config (``svblur-train`` does).
+    net_config: dict[str, Any] | None = None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters handed to the optimizer."""
@@ -142,6 +150,7 @@ class TrainingSystem(L.LightningModule):
             if type(logger).__name__ == "WandbLogger" and logger.version:
                 checkpoint["wandb_run_id"] = str(logger.version)
         checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint[RECORD_KEY] = network_record(type(self).__name__, self.net_config)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))

@@ -30,7 +30,7 @@ from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, MeanIoU
 from svblur.metrics.functional import IGNORE_INDEX, blur_psnr, blur_ssim
 from svblur.metrics.sr import psnr_rgb, psnr_y, ssim_rgb, ssim_y
 from svblur.models.blind_sr import BlindSR
-from svblur.models.convert import load_weights
+from svblur.models.checkpoints import load_weights
 from svblur.models.rrdb_sft import RRDBSFT
 
 from .base import TrainingSystem
@@ -361,7 +361,7 @@ class BlindSRTask(SuperResolutionTask):
     At the start of training (not when resuming, testing or predicting) the estimator gets
     the stage-1 checkpoint ``estimator_ckpt`` and the SR network the stage-2 checkpoint
     ``sr_ckpt``; each may be a Lightning checkpoint of svblur, a state dict, or the
-    authors' released file (see :func:`svblur.models.convert.load_weights`). The estimator
+    authors' released file (see :func:`svblur.models.load_weights`). The estimator
     is frozen (:class:`~svblur.models.BlindSR` with ``freeze_estimator=True``: eval mode
     kept through Lightning's ``train()`` calls, no gradients) and left out of the optimizer.
     Logged: the SR metrics and, for information, the estimator's ``blur/psnr``,
