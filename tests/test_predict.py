@@ -164,3 +164,107 @@ def test_predict_reports_a_checkpoint_of_another_model(tmp_path):
     cfg = _predict_cfg(tmp_path, [f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", "output=x"])
     with pytest.raises(ValueError, match=r"missing keys.*unexpected keys.*foo\.weight"):
         predict(cfg)
+
+
+# ------------------------------------------------ every checkpoint the library trains
+
+
+def _photo(folder: Path, size: tuple[int, int] = (19, 21)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / "p.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("model", "outputs"),
+    [("cmos", {"blur", "blur_x10", "seg"}), ("manet", {"blur", "blur_x10"})],
+)
+def test_predict_with_the_last_checkpoint_of_a_stage1_run(make_cfg, tmp_path, model, outputs):
+    """``make_train``'s checkpoint predicts maps: the network is rebuilt from the checkpoint's
+    own record, not from predict's model config (default blind_sr)."""
+    cfg = make_cfg(
+        "train", [f"model={model}", "++trainer.max_steps=2", "trainer.max_epochs=1", "test=false"]
+    )
+    from svblur.cli.train import train
+
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    photos = _photo(tmp_path / "photos")
+    out = tmp_path / "pred"
+    summary = predict(_predict_cfg(tmp_path, [f"ckpt={ckpt}", f"input={photos}", f"output={out}"]))
+    assert summary["kind"] == "estimator" and summary["processed"] == ["p.png"]
+    written = {p.name.removeprefix("p_").removesuffix(".png") for p in out.glob("p_*.png")}
+    assert written == outputs
+    sigma = blur_map_from_png(out / "p_blur_x10.png")
+    assert sigma.shape == (4 * 19, 4 * 21)
+
+    # the maps are the network's own: rebuild it from the checkpoint and compare
+    from svblur.models import load_network
+
+    loaded = load_network(ckpt)
+    assert loaded.recorded and loaded.kind == "estimator"
+    lr = torch.from_numpy(np.asarray(Image.open(photos / "p.png"), np.float32) / 255)
+    with torch.no_grad():
+        expected = loaded.net(lr.permute(2, 0, 1)[None])
+    np.testing.assert_allclose(
+        sigma, np.round(expected["blur"][0, 0].clamp(min=0).numpy() * 10) / 10, atol=0.1 + 1e-6
+    )
+    if "seg" in outputs:
+        labels = np.asarray(Image.open(out / "p_seg.png"))
+        top2 = expected["seg"][0].topk(2, dim=0).values
+        clear = (top2[0] - top2[1] > 1e-5).numpy()  # a barely trained net has near-ties
+        assert clear.mean() > 0.9
+        np.testing.assert_array_equal(labels[clear], expected["seg"][0].argmax(0).numpy()[clear])
+
+
+def test_predict_reads_the_kind_of_an_older_checkpoint_from_its_hyperparameters(tmp_path):
+    """A stage-1 checkpoint without svblur's record: the kind comes from the saved
+    hyper-parameters and the network from the model config the user names."""
+    torch.manual_seed(0)
+    net = CMOS(num_classes=5, window_size=(4, 5), channels_last=False)
+    ckpt = tmp_path / "old.ckpt"
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "hyper_parameters": {"num_classes": 5, "aux_weight": 0.5, "blur_norm": 5.0},
+        },
+        ckpt,
+    )
+    photos = _photo(tmp_path / "photos")
+    overrides = [f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'o'}"]
+    summary = predict(
+        _predict_cfg(tmp_path, [*overrides, "model=cmos", "model.net.window_size=[4,5]"])
+    )
+    assert summary["kind"] == "estimator"
+    assert not (tmp_path / "o" / "p_sr.png").exists() and (tmp_path / "o" / "p_seg.png").exists()
+    with pytest.raises(ValueError, match="records no network: pass its model config"):
+        predict(_predict_cfg(tmp_path, overrides))  # default model=blind_sr does not fit
+
+
+def test_predict_refuses_a_stage2_checkpoint_with_a_clear_message(tmp_path):
+    sr = RRDBSFT(num_features=8, num_blocks=1, growth_channels=4, prior_channels=8,
+                 gia_groups=2, window_size=(8, 8))  # fmt: skip
+    ckpt = tmp_path / "stage2.ckpt"
+    config = {
+        "_target_": "svblur.models.RRDBSFT",
+        "num_features": 8,
+        "num_blocks": 1,
+        "growth_channels": 4,
+        "prior_channels": 8,
+        "gia_groups": 2,
+        "window_size": [8, 8],
+    }
+    from svblur.models.checkpoints import network_record
+
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in sr.state_dict().items()},
+            "svblur": network_record("NonBlindSRTask", config),
+        },
+        ckpt,
+    )
+    photos = _photo(tmp_path / "photos")
+    cfg = _predict_cfg(tmp_path, [f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'o'}"])
+    with pytest.raises(ValueError, match="stage-2 .*needs blur and semantic maps"):
+        predict(cfg)

@@ -20,7 +20,9 @@ Examples:
     svblur-compare preset=small 'extra=[data.batch_size=2]'          # appended, every stage
     svblur-compare preset=small sr=null                              # no blind SR
 
-Any ``key=value`` after the preset is merged into the preset (OmegaConf dotlist, so list
+Bad input (an unknown preset, a malformed value) ends the run with one line on stderr and
+status 2; ``--debug`` or ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Any
+``key=value`` after the preset is merged into the preset (OmegaConf dotlist, so list
 items may contain ``=``). The runner, the tables and the paper's orderings are in
 :mod:`svblur.experiments`.
 """
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from svblur.experiments import load_preset, run_comparison
 
-from ._common import ensure_tty_safe
+from ._common import debug_requested, ensure_tty_safe, exit_on_input_error
 
 log = logging.getLogger("svblur")
 
@@ -48,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return
-    cfg = load_preset(args)
+    debug = debug_requested(args)
+    args = [a for a in args if a != "--debug"]
+    cfg = exit_on_input_error("svblur-compare", debug=debug)(load_preset)(args)
     command = "svblur-compare " + " ".join(shlex.quote(a) for a in args)
     rows = run_comparison(cfg, command)
     out_dir = Path(cfg.get("out_dir") or "results")

@@ -99,7 +99,8 @@ def convert_file(input: Path, output: Path, part: str = "all") -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter; returns the exit status (2 and one line on stderr for bad input)."""
+    """Run the converter; returns 0, or exits with status 2 and one line on stderr for bad
+    input (``--debug``: the traceback instead)."""
     args = _parser().parse_args(argv)
 
     @exit_on_input_error("svblur-convert", debug=args.debug or debug_requested())

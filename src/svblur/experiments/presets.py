@@ -34,6 +34,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svblur.conf import config_dir
+from svblur.errors import InputError
 
 __all__ = ["DEFAULT_PRESET", "load_preset", "selected_models"]
 
@@ -59,7 +60,7 @@ def load_preset(args: Sequence[str]) -> DictConfig:
     rest = []
     for arg in args:
         if "=" not in arg:
-            raise ValueError(
+            raise InputError(
                 f"svblur-compare takes key=value arguments (e.g. preset=small seeds=[0,1]), "
                 f"got {arg!r}"
             )
@@ -79,19 +80,19 @@ def load_preset(args: Sequence[str]) -> DictConfig:
         cfg.preset = preset
     for key in ("seeds", "models", "overrides"):
         if not cfg.get(key):
-            raise ValueError(f"comparison preset {preset!r} needs a non-empty '{key}'")
+            raise InputError(f"comparison preset {preset!r} needs a non-empty '{key}'")
     sr = cfg.get("sr")
     if sr:
         for key in ("stage2", "stage3"):
             if not sr.get(key):
-                raise ValueError(
+                raise InputError(
                     f"comparison preset {preset!r}: sr.{key} must list the stage's "
                     f"svblur-train overrides (e.g. [model=rrdb_sft, trainer.max_epochs=4]), "
                     "or set sr=null to skip blind SR"
                 )
         unknown = sorted(set(sr.get("blur_only") or []) - set(cfg.models))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"sr.blur_only={unknown}: not in the preset's models {list(cfg.models)}"
             )
     return cfg

@@ -92,7 +92,7 @@ def read_checkpoint(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if "Unsupported global" in str(error):
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and plain containers; svblur "
                 "reads checkpoints with weights_only=True and does not load it (expected a "
