@@ -27,7 +27,9 @@ from svblur.degradation.reference import (
 )
 
 
-def _scene(height: int = 48, width: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def defocus_scene(
+    height: int = 48, width: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Textured image; slanted floor, a near disc and a far block (depth in mm)."""
     rng = np.random.default_rng(seed)
     image = rng.random((height, width, 3))
@@ -70,8 +72,29 @@ def test_solve_f_number_reaches_max_coc(depth: np.ndarray, focus: float) -> None
     assert sigma.max() == pytest.approx(7.0)
 
 
+@pytest.mark.parametrize("depth_scale", [1.0, 0.1])  # 0.1: nearest 80 mm < 5 f, shifted
+def test_solve_f_number_is_the_renderers_aperture(depth_scale: float) -> None:
+    image, depth = defocus_scene(36, 44, seed=3)
+    depth = depth * depth_scale
+    focus = float(depth[30, 5])
+    f_number = solve_f_number(depth, 44, 70.0, focus)
+    solved, solved_sigma = render_defocus(image, depth, 70.0, focus)
+    given, given_sigma = render_defocus(image, depth, 70.0, focus, f_number=f_number)
+    np.testing.assert_array_equal(given_sigma, solved_sigma)
+    np.testing.assert_array_equal(given, solved)
+    assert solved_sigma.max() == pytest.approx(7.0)  # the largest CoC is max_coc = 29
+    _, reference_sigma = render_defocus_reference(image, depth, 70.0, focus)
+    np.testing.assert_array_equal(solved_sigma, reference_sigma)
+    unshifted = solve_f_number(depth, 44, 70.0, focus, shift_depth=False)
+    if depth_scale == 1.0:
+        assert unshifted == f_number
+    else:  # the unshifted thin-lens model's aperture: a 9x larger f-number here
+        assert unshifted > 5 * f_number
+        assert defocus_sigma(depth, 44, 70.0, focus, unshifted).max() == pytest.approx(7.0)
+
+
 def test_zero_sigma_and_all_in_focus_leave_image_unchanged() -> None:
-    image, _ = _scene()
+    image, _ = defocus_scene()
     image = image.astype(np.float32)
     same, sigma_map = render_uniform_blur(image, 0.0)
     np.testing.assert_array_equal(same, image)
@@ -83,7 +106,7 @@ def test_zero_sigma_and_all_in_focus_leave_image_unchanged() -> None:
 
 
 def test_uniform_blur_equals_independent_gaussian() -> None:
-    image, _ = _scene(40, 52)
+    image, _ = defocus_scene(40, 52)
     out, sigma_map = render_uniform_blur(image, 1.5, dtype=torch.float64)
     assert out.shape == image.shape and (sigma_map == 1.5).all()
     # 2-D fspecial kernel with SciPy's 'reflect' (= MATLAB 'symmetric'): equal everywhere.
@@ -98,7 +121,7 @@ def test_uniform_blur_equals_independent_gaussian() -> None:
 
 
 def test_large_uniform_sigma_support_is_truncated_to_max_coc() -> None:
-    image, _ = _scene(40, 52)
+    image, _ = defocus_scene(40, 52)
     out, _ = render_uniform_blur(image, 7.0, dtype=torch.float64)
     expected = np.stack(
         [
@@ -164,7 +187,7 @@ def test_invalid_depth_is_filled_without_nans() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("focus_at", [(2, 2), (24, 32), (46, 10), (3, 60)])
 def test_fast_matches_reference(dtype: torch.dtype, focus_at: tuple[int, int]) -> None:
-    image, depth = _scene()
+    image, depth = defocus_scene()
     focus = float(depth[focus_at])
     expected, expected_sigma = render_defocus_reference(image, depth, 50.0, focus)
     out, sigma = render_defocus(image, depth, 50.0, focus, dtype=dtype)
@@ -173,7 +196,7 @@ def test_fast_matches_reference(dtype: torch.dtype, focus_at: tuple[int, int]) -
 
 
 def test_fast_matches_reference_with_shift_and_given_f_number() -> None:
-    image, depth = _scene(36, 44, seed=3)
+    image, depth = defocus_scene(36, 44, seed=3)
     depth = depth / 10.0  # nearest 80 mm < 5 f: both engines shift depth and focus
     focus = float(depth[30, 5])
     expected, expected_sigma = render_defocus_reference(image, depth, 70.0, focus, f_number=2.8)
@@ -183,7 +206,7 @@ def test_fast_matches_reference_with_shift_and_given_f_number() -> None:
 
 
 def test_torch_input_returns_tensors() -> None:
-    image, depth = _scene(20, 24)
+    image, depth = defocus_scene(20, 24)
     out, sigma = render_defocus(torch.from_numpy(image), torch.from_numpy(depth), 50.0, 2500.0)
     assert isinstance(out, torch.Tensor) and isinstance(sigma, torch.Tensor)
     assert out.shape == (20, 24, 3) and out.dtype == torch.float32 and sigma.dtype == torch.float32
@@ -192,7 +215,7 @@ def test_torch_input_returns_tensors() -> None:
 @pytest.mark.parametrize("threads", [2, 3])
 def test_threaded_rendering_is_identical_to_one_thread(threads: int) -> None:
     # Wide enough for several tiles per layer and a look-ahead of many layers.
-    image, depth = _scene(96, 160, seed=5)
+    image, depth = defocus_scene(96, 160, seed=5)
     focus = float(depth[60, 20])
     one, sigma_one = render_defocus(image, depth, 50.0, focus, threads=1)
     many, sigma_many = render_defocus(image, depth, 50.0, focus, threads=threads)
@@ -206,7 +229,7 @@ def test_threaded_rendering_is_identical_to_one_thread(threads: int) -> None:
 def test_error_in_a_planned_layer_reaches_the_caller(
     threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image, depth = _scene(96, 160, seed=5)
+    image, depth = defocus_scene(96, 160, seed=5)
     focus = float(depth[60, 20])
     plan = defocus._Renderer.plan
 
@@ -304,7 +327,7 @@ def test_compiled_ordering_keeps_bands_narrow() -> None:
 def test_numpy_fill_setup_renders_like_the_compiled_one(monkeypatch: pytest.MonkeyPatch) -> None:
     if harmonic._compiled() is None:
         pytest.skip("Numba is not available")
-    image, depth = _scene(96, 160, seed=5)
+    image, depth = defocus_scene(96, 160, seed=5)
     focus = float(depth[60, 20])
     compiled, _ = render_defocus(image, depth, 50.0, focus)
     monkeypatch.setattr(harmonic, "_compiled", lambda: None)
@@ -316,14 +339,14 @@ def test_numpy_fill_setup_renders_like_the_compiled_one(monkeypatch: pytest.Monk
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
-    image, depth = _scene()
+    image, depth = defocus_scene()
     cpu, _ = render_defocus(image, depth, 50.0, 2500.0)
     gpu, _ = render_defocus(image, depth, 50.0, 2500.0, device="cuda")
     assert np.abs(cpu - gpu).max() < 1e-4
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
-    image, depth = _scene(8, 10)
+    image, depth = defocus_scene(8, 10)
     with pytest.raises(ValueError, match="depth: expected a 2-D"):
         render_defocus(image, depth[None], 50.0, 2500.0)
     with pytest.raises(ValueError, match=r"image: expected an \(H, W, 3\)"):

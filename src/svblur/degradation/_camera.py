@@ -19,6 +19,7 @@ __all__ = [
     "MATLAB_EPS",
     "SENSOR_WIDTH_MM",
     "SHIFT_FACTOR",
+    "apply_depth_shift",
     "check_camera",
     "coc_pixels",
     "coc_to_sigma",
@@ -90,6 +91,33 @@ def coc_pixels(
     z = np.asarray(depth, dtype=np.float64)
     coc_real = aperture * (np.abs(z - z_f) / (z + EPSILON))
     return round_tenth(m_mmp * m_cc * coc_real)
+
+
+def apply_depth_shift(
+    depth: np.ndarray, focus_distance: float, focal_length_mm: float
+) -> tuple[np.ndarray, float, float]:
+    """SYNDOF's depth shift: a scene nearer than ``5 f`` is moved back to start at ``5 f``.
+
+    Depths and the focus distance become ``(z - z_min) + 5 f`` (this order of
+    operations, for bit-identical results wherever the shift is applied); a scene
+    whose nearest depth is at least ``5 f`` is returned unchanged.
+
+    Args:
+        depth: Depths in mm, any shape (float64 is used).
+        focus_distance: Focus distance ``z_f`` in mm.
+        focal_length_mm: Focal length ``f`` in mm.
+
+    Returns:
+        ``(depth, focus_distance, shift)``: the shifted depths (float64, same shape),
+        the shifted focus distance, and the amount added (0 when none).
+    """
+    z = np.asarray(depth, dtype=np.float64)
+    near_limit = SHIFT_FACTOR * float(focal_length_mm)
+    nearest = float(z.min())
+    if nearest >= near_limit:
+        return z, float(focus_distance), 0.0
+    shifted_focus = (float(focus_distance) - nearest) + near_limit
+    return (z - nearest) + near_limit, shifted_focus, near_limit - nearest
 
 
 def coc_to_sigma(coc: np.ndarray) -> np.ndarray:

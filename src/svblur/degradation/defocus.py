@@ -25,10 +25,17 @@ per-layer transcription it is tested against.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import os
+import struct
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ._camera import (
-    SHIFT_FACTOR,
+    apply_depth_shift,
     check_camera,
     coc_pixels,
     coc_to_sigma,
@@ -202,19 +209,30 @@ def solve_f_number(
     focal_length_mm: float,
     focus_distance: float,
     max_coc: float = 29.0,
+    *,
+    shift_depth: bool = True,
 ) -> float:
     """Aperture number ``N`` at which the scene's largest CoC equals ``max_coc``.
 
-    Whichever of the nearest and the farthest depth has the larger CoC decides:
-    ``N = f^2 / (z_f - f) * (m / max_coc) * |z - z_f| / z``. No depth shift is
-    applied here.
+    This is the ``N`` that :func:`render_defocus` uses when given ``f_number=None``:
+    ``render_defocus(..., f_number=solve_f_number(depth, ...))`` renders the same
+    image and blur map, bit for bit. Like the renderer, it first applies SYNDOF's
+    depth shift: if the nearest depth is closer than ``5 f``, the depths and the
+    focus distance are moved so that the nearest is at ``5 f``. Then whichever of
+    the nearest and the farthest depth has the larger CoC decides:
+    ``N = f^2 / (z_f - f) * (m / max_coc) * |z - z_f| / z``.
 
     Args:
-        depth: Depth in mm, ``(H, W)``, finite and positive.
+        depth: Depth in mm, ``(H, W)``, finite and positive (the renderer cleans its
+            depth with :func:`fill_invalid_depth` first; pass the same clean depth).
         image_width: Image width in pixels.
         focal_length_mm: Focal length ``f`` in mm.
         focus_distance: Focus distance ``z_f`` in mm, greater than ``f``.
         max_coc: Target largest CoC in pixels, ``> 1``.
+        shift_depth: Apply the depth shift (the renderer's aperture). ``False``
+            solves on the depths as given, the aperture of the unshifted thin-lens
+            model (:func:`defocus_sigma` applies no shift); it differs from the
+            renderer's only on scenes nearer than ``5 f``.
 
     Returns:
         The f-number.
@@ -229,9 +247,14 @@ def solve_f_number(
         raise ValueError(f"max_coc: expected a finite value > 1, got {max_coc!r}")
     if not (np.isfinite(values).all() and (values > 0).all()):
         raise ValueError("depth: expected finite positive depths; clean it with fill_invalid_depth")
+    extremes = np.array([values.min(), values.max()])
+    if shift_depth:
+        # The same arithmetic as decompose_layers' shift of every pixel.
+        extremes, focus_distance, _ = apply_depth_shift(extremes, focus_distance, focal_length_mm)
+        check_camera(image_width, focal_length_mm, focus_distance)
     return f_number_for(
-        float(values.min()),
-        float(values.max()),
+        float(extremes[0]),
+        float(extremes[1]),
         image_width,
         focal_length_mm,
         focus_distance,
@@ -290,15 +313,8 @@ def decompose_layers(
     Returns:
         The :class:`DefocusLayers`.
     """
-    z = np.asarray(depth, dtype=np.float64)
     f = float(focal_length_mm)
-    shift = 0.0
-    nearest = float(z.min())
-    if nearest < SHIFT_FACTOR * f:
-        # SYNDOF: depth - min + 5 f; the focus distance moves with the scene.
-        shift = SHIFT_FACTOR * f - nearest
-        z = (z - nearest) + SHIFT_FACTOR * f
-        focus_distance = (float(focus_distance) - nearest) + SHIFT_FACTOR * f
+    z, focus_distance, shift = apply_depth_shift(depth, focus_distance, f)
     check_camera(image_width, f, focus_distance)
     # Sorted unique depths and each pixel's index among them (torch's is faster).
     unique_t, inverse_t = torch.unique(torch.from_numpy(z), sorted=True, return_inverse=True)
@@ -544,8 +560,10 @@ class _Pool:
     A task may wait (plainly) for tasks queued before it: those have started.
     """
 
-    def __init__(self, helpers: int) -> None:
+    def __init__(self, helpers: int, single_intra_op: bool = True) -> None:
+        """``single_intra_op``: helper threads run torch ops on one intra-op thread."""
         self.threads = helpers + 1  # the waiting caller included
+        self._single_intra_op = single_intra_op
         self._queue: deque[_Task] = deque()
         self._queued = threading.Semaphore(0)
         self._closed = False
@@ -566,14 +584,14 @@ class _Pool:
             return None
 
     def _work(self) -> None:
-        _flush_denormals()
-        while True:
-            self._queued.acquire()
-            if self._closed:
-                return
-            task = self._pop()
-            if task is not None:  # else the caller ran it
-                task.run()
+        with _rendering_thread(self._single_intra_op):
+            while True:
+                self._queued.acquire()
+                if self._closed:
+                    return
+                task = self._pop()
+                if task is not None:  # else the caller ran it
+                    task.run()
 
     def wait(self, task: _Task) -> Any:
         while not task.done.is_set():
@@ -596,8 +614,101 @@ class _Pool:
             helper.join()
 
 
-def _flush_denormals() -> None:
-    torch.set_flush_denormal(True)  # per thread (the CPU's control register)
+# --------------------------------------------------------------------------- thread state
+# Each rendering thread (the caller and the pool's helpers) changes two settings of
+# its own and restores them when it is done; no setting of the process changes.
+#
+# * Flush-denormal (``torch.set_flush_denormal``) sets the FTZ and DAZ bits of the
+#   calling thread's MXCSR register, so it is per thread: long products of
+#   ``(1 - mask)`` and the Gaussian tails underflow to subnormal floats, ~100x
+#   slower on x86, and are flushed to zero while rendering.
+# * One intra-op thread. Torch's intra-op pool would run the hundreds of small
+#   per-layer ops on OpenMP workers, which keep the floating-point mode they were
+#   started with, unflushed (a 15x slow-down measured at 480x640), and which
+#   oversubscribe the cores the pool's helpers use.
+#   ``torch.set_num_threads`` is process-wide (it also seeds every thread that
+#   first uses torch later, resizes the pthreadpool and clears oneDNN's cache), so
+#   the renderer calls the per-thread setters underneath it instead: OpenMP's
+#   ``omp_set_num_threads`` (the calling thread's ``nthreads`` ICV, which is what
+#   ``torch.get_num_threads`` reads) and MKL's ``mkl_set_num_threads_local``, as
+#   ``_harmonic`` does for SciPy's OpenBLAS.
+
+#: The smallest subnormal double; times 1.0 it is 0.0 exactly when denormals are flushed.
+_SUBNORMAL: float = struct.unpack("<d", struct.pack("<Q", 1))[0]
+
+
+def _denormals_flushed() -> bool:
+    """Whether the calling thread flushes denormals (``torch.set_flush_denormal``)."""
+    return _SUBNORMAL * 1.0 == 0.0
+
+
+@dataclass(frozen=True)
+class _IntraOpSetters:
+    """Per-thread setters of torch's intra-op parallelism."""
+
+    omp: Callable[[int], None]  # omp_set_num_threads of the OpenMP runtime torch uses
+    mkl_local: Callable[[int], int]  # mkl_set_num_threads_local: the previous value (0: unset)
+
+
+def _find_intra_op_setters() -> _IntraOpSetters | None:
+    """Look the setters up in the loaded ``libtorch_cpu`` (and so in its OpenMP runtime)."""
+    no_load = getattr(os, "RTLD_NOLOAD", None)
+    if no_load is None:  # pragma: no cover - Windows
+        return None
+    for path in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
+        try:
+            library = ctypes.CDLL(str(path), mode=no_load | os.RTLD_LAZY)
+            omp = library.omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        omp.argtypes, omp.restype = [ctypes.c_int], None
+        # MKL's by-value C entry point (the lower-case name is its Fortran one).
+        mkl_local = getattr(library, "MKL_Set_Num_Threads_Local", None)
+        if mkl_local is None:  # pragma: no cover - torch without MKL
+            return _IntraOpSetters(omp, lambda count: 0)
+        mkl_local.argtypes, mkl_local.restype = [ctypes.c_int], ctypes.c_int
+        return _IntraOpSetters(omp, mkl_local)
+    return None  # pragma: no cover - a torch without a loaded libtorch_cpu
+
+
+@functools.cache
+def _intra_op_setters() -> _IntraOpSetters | None:
+    """The setters, if they do change what torch's intra-op pool uses on this thread.
+
+    ``None`` (Windows, a torch without OpenMP, an unusual build): the renderer then
+    leaves the intra-op pool alone, which gives the same result, more slowly.
+    """
+    setters = _find_intra_op_setters()
+    if setters is None:
+        return None
+    previous = torch.get_num_threads()  # also torch's lazy per-thread initialisation
+    setters.omp(1)
+    works = torch.get_num_threads() == 1
+    setters.omp(previous)
+    return setters if works else None
+
+
+@contextmanager
+def _rendering_thread(single_intra_op: bool) -> Iterator[None]:
+    """Flush denormals and (``single_intra_op``) use one intra-op thread, on this thread only.
+
+    Both settings are restored on exit, to what this thread had before.
+    """
+    flushed = _denormals_flushed()
+    torch.set_flush_denormal(True)
+    setters = _intra_op_setters() if single_intra_op else None
+    if setters is not None:
+        # First, so that torch's lazy per-thread initialisation cannot undo the change.
+        threads = torch.get_num_threads()
+        mkl_local = setters.mkl_local(1)
+        setters.omp(1)
+    try:
+        yield
+    finally:
+        if setters is not None:
+            setters.omp(threads)
+            setters.mkl_local(mkl_local)
+        torch.set_flush_denormal(flushed)
 
 
 class _Renderer:
@@ -850,7 +961,7 @@ def render_defocus(
         focal_length_mm: Focal length in mm.
         focus_distance: Focus distance in mm, greater than the focal length.
         f_number: Aperture number; ``None`` solves it so the largest CoC is
-            ``max_coc``.
+            ``max_coc`` (the value :func:`solve_f_number` returns).
         max_coc: Largest CoC in pixels, also the Gaussian support (SYNDOF: 29).
         device: Torch device to compute on (default: the image's, else CPU).
         dtype: Compute precision (``torch.float32`` or ``torch.float64``).
@@ -861,6 +972,15 @@ def render_defocus(
             composites (and plans too while it waits); the result does not depend on
             the count. For many images, one thread per image in parallel processes
             is the most efficient.
+
+    Rendering changes no process-wide setting, so renders may run in several threads
+    at once, beside any other torch work. Each rendering thread (the calling one and
+    its helpers) flushes denormal floats to zero and, on CPU, runs torch ops on one
+    intra-op thread, both for itself only (the per-thread OpenMP and MKL settings
+    beneath ``torch.set_num_threads``); the calling thread gets its previous
+    ``torch.get_num_threads()`` and flush-denormal state back when the call
+    returns. Where the per-thread intra-op setting is unavailable (Windows, a torch
+    without OpenMP) the intra-op pool is left as it is: same result, slower.
 
     Returns:
         ``(blurred, sigma)``: blurred RGB ``(H, W, 3)`` float32 in ``[0, 1]`` and the
@@ -886,29 +1006,20 @@ def render_defocus(
         raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
     target = _resolve_device(image, device)
     tensor = _image_tensor(image, target, dtype)
-    # Long products of (1 - mask) underflow to subnormal floats, which are ~100x
-    # slower on x86 CPUs; flush them to zero while rendering.
-    flushed = torch.set_flush_denormal(True)
-    # Hundreds of small per-layer operations: intra-op threads only add
-    # synchronisation (2-10x slower on a shared two-core machine). The renderer
-    # runs its own threads over layers instead.
-    previous = torch.get_num_threads()
-    workers = min(previous, DEFAULT_MAX_THREADS) if threads is None else threads
-    if target.type == "cpu":
-        torch.set_num_threads(1)
-    pool = _Pool(workers - 1)
-    try:
-        windows = pool.submit(_tile_windows, tensor, _halo(max_coc))
-        depth_np = _fill_invalid64(depth_np, max_depth)
-        layers = decompose_layers(
-            depth_np, width, focal_length_mm, focus_distance, f_number, max_coc
-        )
-        result = _Renderer(pool.wait(windows), layers, max_coc).run(pool)
-    finally:
-        pool.shutdown()
-        torch.set_num_threads(previous)
-        if flushed:
-            torch.set_flush_denormal(False)
+    if threads is None:
+        threads = min(torch.get_num_threads(), DEFAULT_MAX_THREADS)
+    single_intra_op = target.type == "cpu"
+    with _rendering_thread(single_intra_op):
+        pool = _Pool(threads - 1, single_intra_op)
+        try:
+            windows = pool.submit(_tile_windows, tensor, _halo(max_coc))
+            depth_np = _fill_invalid64(depth_np, max_depth)
+            layers = decompose_layers(
+                depth_np, width, focal_length_mm, focus_distance, f_number, max_coc
+            )
+            result = _Renderer(pool.wait(windows), layers, max_coc).run(pool)
+        finally:
+            pool.shutdown()
     return _output(result, layers.sigma_map, image)
 
 
