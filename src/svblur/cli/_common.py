@@ -1,4 +1,5 @@
-"""Shared plumbing of the Hydra entry points (the only layer that imports Hydra)."""
+"""Shared plumbing of the entry points: where the configs are, one-line errors for bad
+input, and the Hydra launcher. The jobs themselves are in :mod:`svblur.experiments.training`."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import functools
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import lightning as L
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
 
 from svblur.errors import InputError
 
@@ -35,23 +31,6 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 #: Where Hydra finds svblur's configs: the ``conf`` folder shipped inside the package.
 CONFIG_MODULE = "svblur.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
-
-
-def apply_extras(cfg: DictConfig) -> None:
-    """Optional conveniences before the run: silence warnings, print the config."""
-    extras = cfg.get("extras") or {}
-    if extras.get("ignore_warnings"):
-        warnings.filterwarnings("ignore")
-    if extras.get("print_config"):
-        log.info("Configuration:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def require(cfg: DictConfig, key: str, expected: str) -> Any:
-    """Return ``cfg[key]`` or raise an error that names the missing config field."""
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        raise InputError(f"config field '{key}' is missing: expected {expected}")
-    return value
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -101,61 +80,6 @@ def exit_on_input_error(prog: str, debug: bool | None = None) -> Callable[[F], F
         return wrapper  # type: ignore[return-value]
 
     return decorate
-
-
-def instantiate_list(cfg: DictConfig | None, what: str) -> list[Any]:
-    """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
-    objects: list[Any] = []
-    if not cfg:
-        return objects
-    if not isinstance(cfg, DictConfig):
-        raise TypeError(f"config group '{what}' must be a mapping, got {type(cfg).__name__}")
-    for name, entry in cfg.items():
-        if isinstance(entry, DictConfig) and "_target_" in entry:
-            log.info("Instantiating %s <%s> (%s)", what, entry._target_, name)
-            objects.append(instantiate(entry))
-    return objects
-
-
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Seed, then build data module, model, callbacks, loggers and trainer from ``cfg``."""
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
-    # _convert_="all": plain lists/dicts, so that saved hyperparameters load with
-    # torch.load(weights_only=True).
-    datamodule = instantiate(
-        require(cfg, "data", "a data config (data=synthetic, ...)"), _convert_="all"
-    )
-    model = instantiate(
-        require(cfg, "model", "a model config (model=cmos, model=unet, ...)"), _convert_="all"
-    )
-    net_cfg = OmegaConf.select(cfg, "model.net")
-    if hasattr(model, "net_config") and isinstance(net_cfg, DictConfig):
-        model.net_config = OmegaConf.to_container(net_cfg, resolve=True)
-    callbacks = instantiate_list(cfg.get("callbacks"), "callback")
-    loggers = instantiate_list(cfg.get("logger"), "logger")
-    trainer = instantiate(
-        require(cfg, "trainer", "a trainer config (trainer=cpu, ...)"),
-        callbacks=callbacks,
-        logger=loggers or False,
-    )
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for logger in loggers:
-        logger.log_hyperparams(hparams)
-    return datamodule, model, trainer
-
-
-def finish(loggers: list[Logger]) -> None:
-    """Close W&B runs so that each job of a multirun gets its own run."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            wandb.finish()
-
-
-def metrics_as_floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()}
 
 
 def ensure_tty_safe() -> None:

@@ -35,12 +35,13 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from svblur.degradation import blur_map_to_png
 from svblur.errors import InputError
+from svblur.experiments.training import apply_extras, require
 from svblur.inference import TiledPredictor
 from svblur.io import atomic_path
 from svblur.models.checkpoints import LoadedNetwork, load_network
 from svblur.systems.visualize import colorize_scalar, palette
 
-from ._common import CONFIG_PATH, apply_extras, exit_on_input_error, require, run_hydra_app
+from ._common import CONFIG_PATH, exit_on_input_error, run_hydra_app
 
 log = logging.getLogger("svblur")
 

@@ -1,5 +1,8 @@
-"""Runs of many trainings: ``svblur-compare``'s comparison of models over seeds.
+"""Training runs built from configs: one job (``svblur-train`` / ``svblur-eval``), and
+many (``svblur-compare``'s comparison of models over seeds).
 
+- :mod:`~svblur.experiments.training`: one job: :func:`build`, :func:`train`,
+  :func:`evaluate`;
 - :mod:`~svblur.experiments.presets`: a preset (``conf/compare/<preset>.yaml``) with
   command-line ``key=value`` arguments merged in (:func:`load_preset`);
 - :mod:`~svblur.experiments.overrides`: ``svblur-train`` jobs as overrides
@@ -18,6 +21,7 @@ from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import DEFAULT_PRESET, load_preset, selected_models
 from svblur.experiments.report import hardware, sr_note, write_tables
 from svblur.experiments.runner import WEIGHTS_FILE, run_comparison
+from svblur.experiments.training import build, evaluate, train
 
 __all__ = [
     "CLAIMS",
@@ -25,8 +29,10 @@ __all__ = [
     "METRICS",
     "STAGE2_LABELS",
     "WEIGHTS_FILE",
+    "build",
     "claim_lines",
     "compose_train_config",
+    "evaluate",
     "hardware",
     "hydra_value",
     "load_preset",
@@ -34,5 +40,6 @@ __all__ = [
     "selected_models",
     "sr_note",
     "summarize",
+    "train",
     "write_tables",
 ]

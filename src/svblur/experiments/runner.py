@@ -30,6 +30,7 @@ from svblur.experiments.claims import METRICS, STAGE2_LABELS
 from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import selected_models
 from svblur.experiments.report import write_tables
+from svblur.experiments.training import train
 from svblur.systems.sr import BlindSRTask, NonBlindSRTask
 
 __all__ = ["WEIGHTS_FILE", "run_comparison", "train"]
@@ -38,25 +39,6 @@ log = logging.getLogger("svblur")
 
 #: File (in each run's output folder) holding the weights at the end of training.
 WEIGHTS_FILE = "final.ckpt"
-
-
-def train(cfg: DictConfig, weights_path: str | Path | None = None) -> dict[str, float]:
-    """Run one composed ``svblur-train`` job: fit, test, return the logged metrics.
-
-    This is :func:`svblur.cli.train.train`, imported when first called: it belongs to a
-    layer below ``cli/`` (it builds a run from a config), and until it moves there this is
-    the runner's only use of ``cli/``.
-
-    Args:
-        cfg: A config from :func:`svblur.experiments.overrides.compose_train_config`.
-        weights_path: Where to save the weights at the end of training, or ``None``.
-
-    Returns:
-        The final training and test metrics.
-    """
-    from svblur.cli.train import train as train_job
-
-    return train_job(cfg, weights_path=weights_path)
 
 
 def _trainable_parameters(cfg: DictConfig) -> int:
