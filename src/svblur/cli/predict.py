@@ -37,7 +37,7 @@ from svblur.degradation import blur_map_to_png
 from svblur.errors import InputError
 from svblur.experiments.training import apply_extras, require
 from svblur.inference import TiledPredictor
-from svblur.io import atomic_path
+from svblur.io import atomic_path, read_image
 from svblur.models.checkpoints import LoadedNetwork, load_network
 from svblur.systems.visualize import colorize_scalar, palette
 
@@ -61,16 +61,12 @@ def find_inputs(path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """An image file as ``(1, 3, h, w)`` float32 RGB in ``[0, 1]`` (16-bit files keep precision)."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float32) / 65535.0
-            array = np.repeat(array[..., None], 3, axis=2)
-        else:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    if array.ndim != 3 or min(array.shape[:2]) < 1:
-        raise ValueError(f"unexpected image shape {array.shape}")
+    """An image file as ``(1, 3, h, w)`` float32 RGB in ``[0, 1]`` (16-bit files keep precision).
+
+    Raises:
+        InputError: The file is not a readable image (see :func:`svblur.io.read_image`).
+    """
+    array = read_image(path, "rgb")
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
 
 

@@ -1,35 +1,17 @@
 """Data sets, DataModules and augmentation.
 
-The built-in offline data set is :class:`SyntheticDefocus` (procedural scenes from
-:func:`generate_scene` plus real ``stereo_motorcycle`` crops), served by
-:class:`DefocusDataModule`.
+- Offline: :class:`SyntheticDefocus` (procedural scenes from :func:`generate_scene` plus
+  real ``stereo_motorcycle`` crops), served by :class:`DefocusDataModule`.
+- Released archives: NYUv2-BSR and Cityscapes-BSR (:class:`NYUv2BSRDataModule`,
+  :class:`CityscapesBSRDataModule`, checked by :func:`validate_bsr_root`).
+- On-the-fly defocus: a new camera per draw over raw RGB-D data
+  (:class:`OnTheFlyDefocusDataModule` over :class:`NYUv2RGBD`, :class:`CityscapesRGBD` or
+  :class:`RGBDFolder`).
+
+:data:`IGNORE_INDEX` is :data:`svblur.metrics.IGNORE_INDEX`, the label of unlabelled pixels.
 """
 
-from svblur.data.datamodule import DefocusDataModule
-from svblur.data.scenes import (
-    CLASS_NAMES,
-    IGNORE_INDEX,
-    Scene,
-    generate_scene,
-    stereo_motorcycle_scene,
-)
-from svblur.data.synthetic import SyntheticDefocus, default_max_coc
-from svblur.data.transforms import DefocusAugment
-
-__all__ = [
-    "CLASS_NAMES",
-    "IGNORE_INDEX",
-    "DefocusAugment",
-    "DefocusDataModule",
-    "Scene",
-    "SyntheticDefocus",
-    "default_max_coc",
-    "generate_scene",
-    "stereo_motorcycle_scene",
-]
-
-# Real data sets: released NYUv2-BSR / Cityscapes-BSR archives, and on-the-fly defocus.
-from svblur.data.bsr import (  # noqa: E402
+from svblur.data.bsr import (
     BSRDataError,
     BSRDataModule,
     BSRFolderDataset,
@@ -37,24 +19,38 @@ from svblur.data.bsr import (  # noqa: E402
     NYUv2BSRDataModule,
     validate_bsr_root,
 )
-from svblur.data.onthefly import (  # noqa: E402
+from svblur.data.datamodule import DefocusDataModule
+from svblur.data.onthefly import (
     CityscapesRGBD,
     NYUv2RGBD,
     OnTheFlyDefocusDataModule,
     OnTheFlyDefocusDataset,
     RGBDFolder,
 )
+from svblur.data.scenes import CLASS_NAMES, Scene, generate_scene, stereo_motorcycle_scene
+from svblur.data.synthetic import SyntheticDefocus, default_max_coc
+from svblur.data.transforms import DefocusAugment
+from svblur.metrics.functional import IGNORE_INDEX
 
-__all__ += [
+__all__ = [
+    "CLASS_NAMES",
+    "IGNORE_INDEX",
     "BSRDataError",
     "BSRDataModule",
     "BSRFolderDataset",
     "CityscapesBSRDataModule",
     "CityscapesRGBD",
+    "DefocusAugment",
+    "DefocusDataModule",
     "NYUv2BSRDataModule",
     "NYUv2RGBD",
     "OnTheFlyDefocusDataModule",
     "OnTheFlyDefocusDataset",
     "RGBDFolder",
+    "Scene",
+    "SyntheticDefocus",
+    "default_max_coc",
+    "generate_scene",
+    "stereo_motorcycle_scene",
     "validate_bsr_root",
 ]

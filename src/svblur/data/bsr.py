@@ -26,16 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import blur_map_from_png
 from svblur.errors import InputError
+from svblur.io import ImageMode, image_size, read_image
+from svblur.metrics.functional import IGNORE_INDEX
 
 __all__ = [
     "BSR_DATASETS",
@@ -54,7 +54,6 @@ __all__ = [
     "validate_bsr_root",
 ]
 
-IGNORE_INDEX = 255
 #: Names of the five test groups, in the order of the test dataloaders.
 GROUP_NAMES: tuple[str, ...] = tuple(f"Group{g}" for g in range(1, 6))
 #: File name endings treated as images.
@@ -183,37 +182,6 @@ def bsr_split_folders(root: str | Path, split: str, scale: int = 4) -> dict[str,
     raise ValueError(f"split must be 'train' or one of {list(GROUP_NAMES)}, got {split!r}")
 
 
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def _probe(path: Path, decode: bool) -> tuple[tuple[int, int], np.ndarray | None]:
-    """``((width, height), decoded array or None)``; raises ``ValueError`` with the reason."""
-    try:
-        with Image.open(path) as image:
-            size = (int(image.size[0]), int(image.size[1]))
-            kind = image.format
-    except Exception as error:  # PIL raises several types for unreadable files
-        raise ValueError(f"unreadable image {path}: {error}") from None
-    # The header alone does not reveal a truncated file; the end marker does.
-    if kind in ("PNG", "JPEG"):
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            length = handle.tell()
-            handle.seek(max(0, length - 64))
-            tail = handle.read()
-        complete = tail.endswith(_PNG_END) if kind == "PNG" else b"\xff\xd9" in tail
-        if not complete:
-            raise ValueError(f"truncated image {path} (no {kind} end marker)")
-    array = None
-    if decode:
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise ValueError(f"image {path} cannot be decoded")
-        if (array.shape[1], array.shape[0]) != size:
-            raise ValueError(f"image {path} decodes to {array.shape[:2]}, header says {size}")
-    return size, array
-
-
 def validate_bsr_root(
     root: str | Path, dataset: str = "nyuv2", *, scale: int = 4, decode: bool = False
 ) -> dict[str, int]:
@@ -288,17 +256,20 @@ def validate_bsr_root(
         is_seg = folder.name == "semseg"
         for path in listing[folder]:
             try:
-                size, array = _probe(path, decode)
-            except ValueError as error:
+                if decode:
+                    array = read_image(path, "labels" if is_seg else "unchanged")
+                    size = (array.shape[1], array.shape[0])
+                else:
+                    array, size = None, image_size(path)
+            except InputError as error:
                 problems.append(str(error))
                 continue
             probed[path] = size
             if array is not None and is_seg:
-                labels = array[..., 0] if array.ndim == 3 else array
-                bad = (labels != IGNORE_INDEX) & (labels > spec.max_raw_label)
+                bad = (array != IGNORE_INDEX) & (array > spec.max_raw_label)
                 if bad.any():
                     problems.append(
-                        f"labels out of range in {path}: found {int(labels[bad].max())}, "
+                        f"labels out of range in {path}: found {int(array[bad].max())}, "
                         f"{spec.title} stores 0..{spec.max_raw_label} or 255"
                     )
 
@@ -330,23 +301,12 @@ def validate_bsr_root(
     return counts
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` float32 RGB in ``[0, 1]`` from an 8- or 16-bit image."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise BSRDataError([f"image {path} cannot be decoded"], path.parent)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    array = cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_BGR2RGB)
-    peak = 65535.0 if array.dtype == np.uint16 else 255.0
-    return array.astype(np.float32) / peak
-
-
-def _read_labels(path: Path) -> np.ndarray:
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise BSRDataError([f"label image {path} cannot be decoded"], path.parent)
-    return array[..., 0] if array.ndim == 3 else array
+def _read(path: Path, mode: ImageMode) -> np.ndarray:
+    """:func:`svblur.io.read_image`, its error reported as a :class:`BSRDataError`."""
+    try:
+        return read_image(path, mode)
+    except InputError as error:
+        raise BSRDataError([str(error)], path.parent) from None
 
 
 class BSRFolderDataset(Dataset):
@@ -447,10 +407,10 @@ class BSRFolderDataset(Dataset):
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` as numpy arrays (HWC images, no augmentation)."""
         position = self.indices[index]
-        hr = _read_rgb(self.files["hr"][position])
-        lr = _read_rgb(self.files["lr"][position])
+        hr = _read(self.files["hr"][position], "rgb")
+        lr = _read(self.files["lr"][position], "rgb")
         blur = np.asarray(blur_map_from_png(self.files["blur"][position]), np.float32)
-        seg = convert_labels(_read_labels(self.files["seg"][position]), self.spec.name)
+        seg = convert_labels(_read(self.files["seg"][position], "labels"), self.spec.name)
         return {"lr": lr, "hr": hr, "blur": blur, "seg": seg}
 
     def _augment(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -37,6 +36,8 @@ from svblur.data.builders.common import (
 from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
 from svblur.degradation.resize import imresize
+from svblur.io import read_image
+from svblur.metrics.functional import IGNORE_INDEX
 
 __all__ = [
     "CityscapesRGBD",
@@ -48,8 +49,6 @@ __all__ = [
     "RGBDSource",
     "render_batch",
 ]
-
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -142,10 +141,11 @@ class RGBDFolder:
 
     Layout (files matched by stem)::
 
-        <root>/rgb/<name>.png|jpg      8-bit RGB
+        <root>/rgb/<name>.png|jpg      8- or 16-bit RGB (read as stored: no EXIF rotation)
         <root>/depth/<name>.png|npy    16-bit PNG or float .npy; millimetres = value * depth_scale
                                        (0 / NaN = unknown)
-        <root>/semseg/<name>.png       optional labels 0..K-1, 255 = ignore
+        <root>/semseg/<name>.png       optional labels 0..K-1, 255 = ignore (one channel,
+                                       or a palette PNG)
 
     Args:
         root: The folder.
@@ -177,22 +177,19 @@ class RGBDFolder:
 
     def load(self, index: int) -> RGBDSample:
         path = self.images[index]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot read image {path}")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / np.float32(255)
+        image = read_image(path, "rgb")
         depth_path = self.depths[index]
         if depth_path.suffix == ".npy":
             depth = np.load(depth_path).astype(np.float64)
         else:
-            depth = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-            if depth is None or depth.ndim != 2:
+            depth = read_image(depth_path, "unchanged")
+            if depth.ndim != 2:
                 raise ValueError(f"{depth_path}: expected a 1-channel depth PNG")
             depth = depth.astype(np.float64)
         depth = depth * self.depth_scale
         seg_path = self.root / "semseg" / f"{path.stem}.png"
         if seg_path.is_file():
-            seg = cv2.imread(str(seg_path), cv2.IMREAD_UNCHANGED).astype(np.int64)
+            seg = read_image(seg_path, "labels").astype(np.int64)
         else:
             seg = np.full(image.shape[:2], IGNORE_INDEX, np.int64)
         if depth.shape != image.shape[:2] or seg.shape != image.shape[:2]:

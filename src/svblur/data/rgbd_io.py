@@ -1,4 +1,7 @@
-"""Readers for RGB-D samples: MPI Sintel ``.dpt`` depth and 8-bit colour images."""
+"""Readers for RGB-D samples: MPI Sintel ``.dpt`` depth, and colour images.
+
+Colour images are read by :func:`svblur.io.read_image`, re-exported here as before.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from svblur.io import read_image
 
 __all__ = ["SINTEL_TAG", "read_image", "read_sintel_depth"]
 
@@ -50,44 +54,3 @@ def read_sintel_depth(path: str | PathLike[str]) -> np.ndarray:
         )
     depth = np.frombuffer(raw, "<f4", count=width * height, offset=12)
     return depth.reshape(height, width).astype(np.float32)
-
-
-def read_image(path: str | PathLike[str]) -> np.ndarray:
-    """Read an 8- or 16-bit colour (or grey) image as RGB in ``[0, 1]``.
-
-    Args:
-        path: Image file readable by Pillow.
-
-    Returns:
-        Float32 array of shape ``(H, W, 3)`` with values in ``[0, 1]``; grey images
-        are repeated over the three channels and an alpha channel is dropped.
-
-    Raises:
-        ValueError: If the file cannot be read as an image.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as pil:
-            pil.load()
-            mode = pil.mode
-            array = np.asarray(pil)
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot read image ({error})") from error
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        scale = 65535.0
-    elif array.dtype == np.uint8 or mode in ("L", "RGB", "RGBA", "P", "LA"):
-        if mode == "P":
-            with Image.open(path) as pil:
-                array = np.asarray(pil.convert("RGB"))
-        scale = 255.0
-    else:
-        raise ValueError(
-            f"{path}: unsupported image mode {mode!r}, expected 8-bit RGB/grey or 16-bit grey"
-        )
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.shape[2] == 2:
-        array = np.repeat(array[:, :, :1], 3, axis=2)
-    else:
-        array = array[:, :, :3]
-    return (array.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)

@@ -30,18 +30,16 @@ import numpy as np
 import skimage.data
 
 from svblur.degradation import fill_invalid_depth
+from svblur.metrics.functional import IGNORE_INDEX
 
 __all__ = [
     "CLASS_NAMES",
-    "IGNORE_INDEX",
     "MOTORCYCLE_CALIBRATION",
     "Scene",
     "generate_scene",
     "kind_to_class",
     "stereo_motorcycle_scene",
 ]
-
-IGNORE_INDEX = 255
 
 #: The eight surface kinds of a procedural scene, in class order for ``num_classes=8``.
 CLASS_NAMES: tuple[str, ...] = ("wall", "floor", "picture", "rug", "box", "ball", "pillar", "plant")

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from svblur.data.scenes import IGNORE_INDEX, Scene, generate_scene, stereo_motorcycle_scene
+from svblur.data.scenes import Scene, generate_scene, stereo_motorcycle_scene
 from svblur.data.transforms import DefocusAugment, SigmaScaling, record_to_sample
 from svblur.degradation import render_defocus, render_uniform_blur
+from svblur.metrics import IGNORE_INDEX
 
 __all__ = [
     "SPLITS",

@@ -7,14 +7,14 @@ channel 1 and divide by 10.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from os import PathLike
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+from svblur.io import atomic_path, read_image
 
 __all__ = ["blur_map_from_png", "blur_map_to_png"]
 
@@ -24,8 +24,8 @@ _SCALE = 10.0
 def blur_map_to_png(sigma: np.ndarray | torch.Tensor, path: str | PathLike[str]) -> None:
     """Write a blur map as a 16-bit, 3-channel PNG holding ``round(sigma * 10)``.
 
-    The file is written to a temporary name in the destination folder and then
-    renamed, so a reader never sees a half-written PNG.
+    The file is written under a temporary name in the destination folder and then
+    renamed (:func:`svblur.io.atomic_path`), so a reader never sees a half-written PNG.
 
     Args:
         sigma: Gaussian sigma per pixel, shape ``(H, W)``, finite and within
@@ -51,17 +51,9 @@ def blur_map_to_png(sigma: np.ndarray | torch.Tensor, path: str | PathLike[str])
         )
     channel = scaled.astype(np.uint16)
     stacked = np.ascontiguousarray(np.repeat(channel[:, :, None], 3, axis=2))
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        if not cv2.imwrite(temp_name, stacked):
+    with atomic_path(path) as temp:
+        if not cv2.imwrite(str(temp), stacked):
             raise OSError(f"{path}: cv2.imwrite failed to write the blur map")
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
 
 
 def blur_map_from_png(path: str | PathLike[str]) -> np.ndarray:
@@ -81,15 +73,13 @@ def blur_map_from_png(path: str | PathLike[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: blur map file does not exist")
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"{path}: cannot be read as an image")
+    array = read_image(path, "unchanged")
     if array.dtype != np.uint16:
         raise ValueError(f"{path}: expected a 16-bit (uint16) blur map PNG, got {array.dtype}")
     if array.ndim == 3:
         if array.shape[2] not in (3, 4):
             raise ValueError(f"{path}: expected 1 or 3 channels, got {array.shape[2]}")
-        array = array[:, :, 1]  # channel 1 is green in both RGB and OpenCV's BGR order
+        array = array[:, :, 1]
     elif array.ndim != 2:
         raise ValueError(f"{path}: unexpected array shape {array.shape}")
     return array.astype(np.float32) / np.float32(_SCALE)

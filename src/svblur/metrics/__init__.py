@@ -1,4 +1,5 @@
-"""Metrics for blur maps (PSNR/SSIM) and semantics (mIoU)."""
+"""Metrics: blur maps (PSNR/SSIM, boundary error), semantics (mIoU) and super-resolution
+(PSNR/SSIM on the Y channel, BasicSR convention)."""
 
 from .boundary import (
     BoundaryBlurError,
@@ -16,9 +17,12 @@ from .functional import (
     normalize_blur,
 )
 from .metrics import BlurPSNR, BlurSSIM, MeanIoU
+from .sr import SRPSNR, SRSSIM, psnr_rgb, psnr_y, rgb_to_y, ssim_rgb, ssim_y
 
 __all__ = [
     "IGNORE_INDEX",
+    "SRPSNR",
+    "SRSSIM",
     "BlurPSNR",
     "BlurSSIM",
     "BoundaryBlurError",
@@ -32,9 +36,9 @@ __all__ = [
     "mean_iou",
     "miou_from_confusion",
     "normalize_blur",
+    "psnr_rgb",
+    "psnr_y",
+    "rgb_to_y",
+    "ssim_rgb",
+    "ssim_y",
 ]
-
-# Super-resolution metrics (Y channel, BasicSR convention)
-from .sr import SRPSNR, SRSSIM, psnr_rgb, psnr_y, rgb_to_y, ssim_rgb, ssim_y  # noqa: E402
-
-__all__ += ["SRPSNR", "SRSSIM", "psnr_rgb", "psnr_y", "rgb_to_y", "ssim_rgb", "ssim_y"]

@@ -21,6 +21,18 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+__all__ = [
+    "IGNORE_INDEX",
+    "blur_psnr",
+    "blur_ssim",
+    "confusion_matrix",
+    "mean_iou",
+    "miou_from_confusion",
+    "normalize_blur",
+]
+
+#: The label of pixels without a class: mIoU and the cross-entropy skip it, and every data
+#: set of svblur stores unlabelled pixels with it (the one definition; import it from here).
 IGNORE_INDEX = 255
 
 

@@ -25,7 +25,6 @@ __all__ = ["SFT", "RRDBSFT", "PriorEncoder", "RRDBSFTBlock", "ResidualDenseBlock
 SegEncoding = Literal["index", "onehot", "probs", "none"]
 FuseResolution = Literal["hr", "lr"]
 _SEG_ENCODINGS = ("index", "onehot", "probs", "none")
-_IGNORE_INDEX = 255
 
 
 class ResidualDenseBlock(nn.Module):

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+
+from svblur.io import ImageMode, read_image
 
 from .common import BuildConfig, BuildSummary, RawSample, make_jobs, run_build
 
@@ -43,13 +44,10 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return _LOOKUP[np.asarray(label_ids).astype(np.uint8)]
 
 
-def _read(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+def _read(path: Path, mode: ImageMode = "unchanged") -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"missing file {path}")
-    array = cv2.imread(str(path), flags)
-    if array is None:
-        raise ValueError(f"cannot read image {path}")
-    return array
+    return read_image(path, mode)
 
 
 class CityscapesRaw:
@@ -87,7 +85,7 @@ class CityscapesRaw:
     def load(self, key: str) -> RawSample:
         """Sample ``key`` (its stem): RGB uint8, depth in mm (NaN = invalid), train ids."""
         stem = str(key)
-        bgr = _read(self._path("leftImg8bit", stem, "_leftImg8bit.png"), cv2.IMREAD_COLOR)
+        rgb = _read(self._path("leftImg8bit", stem, "_leftImg8bit.png"))[..., :3]
         disparity_path = self._path(self.disparity_folder, stem, "_disparity.png")
         stored = _read(disparity_path).astype(np.float64)
         if stored.ndim != 2:
@@ -106,10 +104,9 @@ class CityscapesRaw:
         disparity = np.where(stored > 0, (stored - 1.0) / 256.0, 0.0)
         with np.errstate(divide="ignore"):
             depth_m = np.where(disparity > 0, baseline * fx / np.maximum(disparity, 1e-12), np.nan)
-        labels = label_ids_to_train_ids(_read(self._path("gtFine", stem, "_gtFine_labelIds.png")))
-        if labels.ndim == 3:
-            labels = labels[..., 0]
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        labels = label_ids_to_train_ids(
+            _read(self._path("gtFine", stem, "_gtFine_labelIds.png"), "labels")
+        )
         shapes = {rgb.shape[:2], depth_m.shape, labels.shape}
         if len(shapes) != 1:
             raise ValueError(f"sample {stem}: image, disparity and labels differ in size {shapes}")

@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
 import pickle
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -41,6 +40,7 @@ import torch
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
 from svblur.degradation.defocus import decompose_layers
 from svblur.degradation.resize import imresize
+from svblur.io import atomic_write_bytes, remove_temporaries
 
 __all__ = [
     "BUILD_DIR",
@@ -63,7 +63,6 @@ __all__ = [
 BUILD_DIR = ".svblur-build"
 GROUP_NAMES: tuple[str, ...] = tuple(f"Group{g}" for g in range(1, 6))
 SPLIT_CODES = {"train": 0, "test": 1}
-_TMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -324,18 +323,8 @@ def _to_u8(image: np.ndarray) -> np.ndarray:
 
 
 def atomic_write(path: Path, data: bytes) -> str:
-    """Write ``data`` to a temporary name beside ``path``, then rename; returns its SHA-256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` atomically (:func:`svblur.io.atomic_write_bytes`); returns its SHA-256."""
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -490,11 +479,6 @@ class BuildSummary:
     samples: int
 
 
-def _remove_temporaries(out: Path) -> None:
-    for temp in out.rglob(f".*{_TMP_MARK}*"):
-        temp.unlink(missing_ok=True)
-
-
 def _check_settings(out: Path, config: BuildConfig) -> None:
     settings = out / "build.json"
     wanted = config.to_json()
@@ -541,7 +525,7 @@ def run_build(
     """
     out = Path(out)
     _check_settings(out, config)
-    _remove_temporaries(out)
+    remove_temporaries(out)
     records: dict[str, dict[str, Any]] = {}
     todo: list[Job] = []
     for job in jobs:
