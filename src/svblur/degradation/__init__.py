@@ -1,4 +1,5 @@
-"""Blur synthesis: SYNDOF's depth-driven defocus, blur-map storage and resizing."""
+"""Degradations: SYNDOF's depth-driven defocus, kernels and spatially variant kernel fields,
+noise and JPEG, the Real-ESRGAN second-order model, blur-map storage and resizing."""
 
 from .blur_map import blur_map_from_png, blur_map_to_png
 from .defocus import (
@@ -8,15 +9,64 @@ from .defocus import (
     render_uniform_blur,
     solve_f_number,
 )
+from .fields import (
+    apply_kernel,
+    apply_kernel_field,
+    depth_gaussian_field,
+    field_from_kernel,
+    gaussian_field,
+    iter_patch_rows,
+    motion_field,
+)
+from .kernels import (
+    gaussian_kernel,
+    generalized_gaussian_kernel,
+    linear_motion_kernel,
+    motion_kernel,
+    plateau_kernel,
+    sinc_kernel,
+)
+from .noise import (
+    add_gaussian_noise,
+    add_poisson_noise,
+    jpeg_compress,
+    jpeg_encode,
+    random_gaussian_noise,
+    random_jpeg,
+    random_poisson_noise,
+)
 from .resize import imresize
+from .second_order import SecondOrderDegradation, degrade_second_order
 
 __all__ = [
+    "SecondOrderDegradation",
+    "add_gaussian_noise",
+    "add_poisson_noise",
+    "apply_kernel",
+    "apply_kernel_field",
     "blur_map_from_png",
     "blur_map_to_png",
     "defocus_sigma",
+    "degrade_second_order",
+    "depth_gaussian_field",
+    "field_from_kernel",
     "fill_invalid_depth",
+    "gaussian_field",
+    "gaussian_kernel",
+    "generalized_gaussian_kernel",
     "imresize",
+    "iter_patch_rows",
+    "jpeg_compress",
+    "jpeg_encode",
+    "linear_motion_kernel",
+    "motion_field",
+    "motion_kernel",
+    "plateau_kernel",
+    "random_gaussian_noise",
+    "random_jpeg",
+    "random_poisson_noise",
     "render_defocus",
     "render_uniform_blur",
+    "sinc_kernel",
     "solve_f_number",
 ]
