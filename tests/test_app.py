@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_fast_dev_run_of_train_yaml(make_cfg):
     cfg = make_cfg("train", ["debug=fdr"])
     metrics = train(cfg)
     assert {"train/loss", "test/blur/psnr", "test/seg/miou"} <= set(metrics)
-    assert all(v == v for v in metrics.values())  # no NaN
+    assert all(math.isfinite(v) for v in metrics.values())
 
 
 def test_short_training_logs_metrics_checkpoint_and_images_then_eval(make_cfg, tmp_path):
@@ -39,7 +40,6 @@ def test_short_training_logs_metrics_checkpoint_and_images_then_eval(make_cfg, t
     assert sum(1 for r in rows if r["val/blur/psnr"]) == 2
     images = list(out.glob("csv/version_*/images/val_predictions_*.png"))
     assert images, "validation prediction panel was not written"
-    assert 0.0 <= metrics["test/seg/miou"] <= 1.0
 
     # train tested its best checkpoint; evaluating that file must reproduce the numbers.
     (best,) = list((out / "checkpoints").glob("epoch_*.ckpt"))
@@ -49,7 +49,6 @@ def test_short_training_logs_metrics_checkpoint_and_images_then_eval(make_cfg, t
     result = evaluate(eval_cfg)
     for key in ("test/blur/psnr", "test/blur/ssim", "test/seg/miou"):
         assert result[key] == pytest.approx(metrics[key], rel=1e-5), key
-    assert {"test/blur/psnr", "test/blur/ssim", "test/seg/miou"} <= set(result)
 
 
 def test_eval_requires_an_existing_checkpoint(make_cfg, tmp_path):

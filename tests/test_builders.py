@@ -24,7 +24,7 @@ from svblur.data.builders import (
     load_class_map,
     verify_manifest,
 )
-from svblur.degradation import blur_map_from_png, imresize, render_uniform_blur
+from svblur.degradation import blur_map_from_png, imresize, render_defocus
 
 H, W = 32, 40
 
@@ -101,7 +101,9 @@ def make_cityscapes(root: Path, per_split: int = 3, seed: int = 1) -> None:
 
 @pytest.fixture(scope="module")
 def nyu_raw(tmp_path_factory) -> dict:
-    return make_nyuv2_mat(tmp_path_factory.mktemp("nyu_raw"))
+    # 9 images: train 1, 3, 4, 6 and 5 test images, so that with the default fraction 0.2
+    # each of the five groups has floor(5 * 0.2) = 1 space-invariant image.
+    return make_nyuv2_mat(tmp_path_factory.mktemp("nyu_raw"), n=9)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +191,7 @@ def test_invariant_masks_groups() -> None:
 def test_nyuv2_build_layout_metadata_and_round_trip(nyu_raw, nyu_built) -> None:
     out = nyu_built
     counts = validate_bsr_root(out, "nyuv2", decode=True)
-    assert counts == {"train": 4, **{g: 3 for g in GROUP_NAMES}}
+    assert counts == {"train": 4, **{g: 5 for g in GROUP_NAMES}}
     assert sorted(p.name for p in (out / "train/GT").iterdir()) == [
         "0001.png",
         "0003.png",
@@ -197,7 +199,7 @@ def test_nyuv2_build_layout_metadata_and_round_trip(nyu_raw, nyu_built) -> None:
         "0006.png",
     ]
     lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    assert len(lines) == 4 + 3 * 5
+    assert len(lines) == 4 + 5 * 5
     for line in lines:
         assert {
             "focal_length_mm",
@@ -227,22 +229,15 @@ def test_nyuv2_build_layout_metadata_and_round_trip(nyu_raw, nyu_built) -> None:
     expected_seg = np.where(raw.labels == 0, 255, raw.labels.astype(np.int64) - 1)
     assert np.array_equal(item["seg"].numpy(), expected_seg)
     line = lines[0]
-    assert line["name"] == "0001"
-    if not line["space_variant"]:
-        blurred, _ = render_uniform_blur(
-            raw.image.astype(np.float32) / 255, line["sigma"], max_coc=9.0
-        )
-    else:
-        from svblur.degradation import render_defocus
-
-        blurred, _ = render_defocus(
-            raw.image.astype(np.float32) / 255,
-            raw.depth,
-            line["focal_length_mm"],
-            line["focus_distance_mm"],
-            line["f_number"],
-            9.0,
-        )
+    assert line["name"] == "0001" and line["space_variant"]  # floor(4 * 0.2) = 0 invariant
+    blurred, _ = render_defocus(
+        raw.image.astype(np.float32) / 255,
+        raw.depth,
+        line["focal_length_mm"],
+        line["focus_distance_mm"],
+        line["f_number"],
+        9.0,
+    )
     lr = np.clip(imresize(np.asarray(blurred, np.float32), 0.25), 0, 1)
     lr_u8 = np.floor(lr.astype(np.float64) * 255 + 0.5) / 255
     torch.testing.assert_close(item["lr"], torch.from_numpy(lr_u8.transpose(2, 0, 1)).float())
@@ -259,7 +254,11 @@ def test_nyuv2_groups_share_everything_but_the_invariant_quarter(nyu_built) -> N
         name: [g for g, meta in groups.items() if not meta["space_variant"]]
         for name, groups in by_name.items()
     }
-    assert all(len(gs) <= 1 for gs in invariant_in.values())
+    # 5 test images, fraction 0.2: each group makes one image space-invariant, and the
+    # groups are disjoint, so every image is space-invariant in exactly one group.
+    assert sorted(invariant_in) == ["0002", "0005", "0007", "0008", "0009"]
+    assert all(len(gs) == 1 for gs in invariant_in.values())
+    assert sorted(g for gs in invariant_in.values() for g in gs) == list(GROUP_NAMES)
     for name, groups in by_name.items():
         blurs = {
             g: blur_map_from_png(out / "val" / g / "blur" / f"{name}.png") for g in GROUP_NAMES
@@ -271,8 +270,11 @@ def test_nyuv2_groups_share_everything_but_the_invariant_quarter(nyu_built) -> N
             ).read_bytes()
             assert np.array_equal(blurs[g], blurs[variant[0]])
         for g in invariant_in[name]:
-            assert np.unique(blurs[g]).size == 1
+            assert np.unique(blurs[g]).size == 1 and np.unique(blurs[variant[0]]).size > 1
             assert blurs[g][0, 0] == pytest.approx(round(groups[g]["sigma"] * 10) / 10)
+            assert (out / "val" / g / "LRx4" / f"{name}.png").read_bytes() != (
+                out / "val" / variant[0] / "LRx4" / f"{name}.png"
+            ).read_bytes()
 
 
 def test_same_seed_same_bytes_other_seed_differs(nyu_raw, nyu_built, tmp_path) -> None:
@@ -304,11 +306,11 @@ def test_resume_after_interruption(nyu_raw, nyu_built, tmp_path) -> None:
     # A half-written file left by a killed writer, and a finished file whose record is lost.
     (out / "train/GT/.0006.png.tmp-999").write_bytes(b"partial")
     summary = build_nyuv2(nyu_raw["mat"], nyu_raw["npy"], out, seed=5, max_coc=9.0)
-    assert summary.skipped == 3 and summary.built == 4
+    assert summary.skipped == 3 and summary.built == 6
     assert not list(out.rglob("*.tmp-*"))
     assert _manifest(out) == _manifest(nyu_built)
     summary = build_nyuv2(nyu_raw["mat"], nyu_raw["npy"], out, seed=5, max_coc=9.0)
-    assert summary.built == 0 and summary.skipped == 7
+    assert summary.built == 0 and summary.skipped == 9
     with pytest.raises(ValueError, match="other settings .*seed"):
         build_nyuv2(nyu_raw["mat"], nyu_raw["npy"], out, seed=6, max_coc=9.0)
 

@@ -49,6 +49,11 @@ def _reference_imresize(image: np.ndarray, scale: float) -> np.ndarray:
     return np.stack([_reference_imresize_axis(row, scale) for row in rows], axis=0)
 
 
+def _reference_imresize_rgb(image: np.ndarray, scale: float) -> np.ndarray:
+    channels = [_reference_imresize(image[:, :, c].astype(np.float64), scale) for c in range(3)]
+    return np.stack(channels, axis=2)
+
+
 def test_matlab_known_values() -> None:
     # MATLAB: imresize([1 2 3 4], 0.5) -> [1.4609 3.5391];
     #         imresize([1 2 3 4], 2)   -> [0.9062 1.1797 1.7266 2.2500 2.7500 3.2734 3.8203 4.0938]
@@ -102,7 +107,10 @@ def test_numpy_and_torch_agree_and_keep_dtype() -> None:
     assert out_t.dtype == torch.float32
     np.testing.assert_allclose(out_t.permute(1, 2, 0).numpy(), out_np, atol=1e-5)
     batched = imresize(torch.from_numpy(image).permute(2, 0, 1)[None].double(), 0.25)
-    assert batched.shape == (1, 3, 6, 5)
+    assert batched.shape == (1, 3, 6, 5) and batched.dtype == torch.float64
+    np.testing.assert_allclose(
+        batched[0].permute(1, 2, 0).numpy(), _reference_imresize_rgb(image, 0.25), atol=1e-12
+    )
 
 
 def test_rejects_bad_inputs() -> None:

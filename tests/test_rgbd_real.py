@@ -33,12 +33,15 @@ def _data_dir() -> Path:
     return root
 
 
-def _check(blurred: np.ndarray, sigma: np.ndarray) -> None:
-    assert np.isfinite(blurred).all() and np.isfinite(sigma).all()
-    assert blurred.min() >= 0 and blurred.max() <= 1
-    assert sigma.min() >= 0 and sigma.max() <= (MAX_COC - 1) / 4 + 1e-6
+def _check(image: np.ndarray, blurred: np.ndarray, sigma: np.ndarray) -> None:
+    assert np.isfinite(blurred).all() and blurred.shape == image.shape
+    # The f-number is solved so that the largest CoC is MAX_COC: sigma (MAX_COC - 1) / 4.
+    assert sigma.max() == (MAX_COC - 1) / 4
     assert (sigma == 0).mean() > 0.001  # an in-focus region exists
     assert (sigma > 1).mean() > 0.05  # and clearly blurred ones
+    # Blur changes the blurred regions far more than the in-focus ones.
+    change = np.abs(blurred - image).mean(axis=2)
+    assert change[sigma > 2].mean() > 10 * change[sigma == 0].mean()
 
 
 def test_sintel_pair() -> None:
@@ -50,7 +53,7 @@ def test_sintel_pair() -> None:
     depth_mm = np.asarray(fill_invalid_depth(depth, max_depth=SINTEL_SKY_CLIP)) * SINTEL_DEPTH_SCALE
     focus = float(np.quantile(depth_mm, 0.3))
     blurred, sigma = render_defocus(image, depth_mm, 70.0, focus, max_coc=MAX_COC)
-    _check(blurred, sigma)
+    _check(image, blurred, sigma)
 
 
 def test_synthia_pair_downscaled() -> None:
@@ -64,7 +67,7 @@ def test_synthia_pair_downscaled() -> None:
     focus = float(np.quantile(depth_mm, 0.5))
     blurred, sigma = render_defocus(image, depth_mm, 50.0, focus, max_coc=MAX_COC)
     assert blurred.shape == image.shape
-    _check(blurred, sigma)
+    _check(image, blurred, sigma)
 
 
 def test_sintel_reader_rejects_bad_files(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def ref_rrdb_sft(p, lr, blur, seg, scale=4):
         return F.leaky_relu(x, 0.2)
 
     blur_code = conv(blur, "blur_conv")
-    seg_code = conv(seg.unsqueeze(1).float(), "seg_conv")
+    seg_code = conv(seg.unsqueeze(1).to(blur.dtype), "seg_conv")  # released: .float()
     code = ref_gia(p, "fuse", blur_code, seg_code, 8, (15, 20), False, True)
     code = F.interpolate(code, scale_factor=1 / scale, mode="nearest")
     fea = conv(lr, "conv_first")
@@ -281,9 +281,11 @@ def test_load_weights_lightning_checkpoints_and_mismatch_messages(tmp_path):
     conv = "backbone.conv1.weight"
     assert not torch.equal(blind.estimator.state_dict()[conv], cmos.state_dict()[conv])
     load_weights(blind.estimator, tmp_path / "s1.ckpt")
+    loaded = blind.estimator.state_dict()
     for key, value in cmos.state_dict().items():
-        assert torch.equal(blind.estimator.state_dict()[key], value), key
+        assert torch.equal(loaded[key], value), key
     twin = BlindSR(CMOS(num_classes=4, window_size=(4, 5)), tiny_rrdb())
     load_weights(twin, blind.state_dict())
+    loaded = twin.state_dict()
     for key, value in blind.state_dict().items():
-        assert torch.equal(twin.state_dict()[key], value), key
+        assert torch.equal(loaded[key], value), key

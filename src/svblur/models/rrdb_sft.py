@@ -168,15 +168,17 @@ class PriorEncoder(nn.Module):
 
         ``index``: the class index as one float channel (the released code; the ignore
         label 255 of ground-truth maps passes through unchanged). ``onehot``: one channel per
-        class, all zeros for ignored pixels. ``probs``: the given probabilities.
+        class, all zeros for ignored pixels. ``probs``: the given probabilities. The map
+        has the dtype of the encoder's weights (float32, or float64 after ``.double()``).
         """
+        dtype = self.blur_embed.weight.dtype
         if self.seg_encoding == "probs":
             if seg.dim() != 4 or seg.shape[1] != self.num_classes:
                 raise ValueError(
                     f"seg_encoding='probs' expects (B, {self.num_classes}, H, W) class "
                     f"probabilities, got {tuple(seg.shape)}"
                 )
-            return seg.float()
+            return seg.to(dtype)
         if seg.dim() == 4 and seg.shape[1] == 1:
             seg = seg[:, 0]
         if seg.dim() != 3 or seg.is_floating_point():
@@ -185,12 +187,12 @@ class PriorEncoder(nn.Module):
                 f"{tuple(seg.shape)} {seg.dtype}; for probabilities use seg_encoding='probs'"
             )
         if self.seg_encoding == "index":
-            return seg.unsqueeze(1).float()
+            return seg.unsqueeze(1).to(dtype)
         num_classes = int(self.num_classes or 0)
         valid = (seg >= 0) & (seg < num_classes)
         onehot = F.one_hot(torch.where(valid, seg, 0).long(), num_classes)
         onehot = onehot * valid.unsqueeze(-1)
-        return onehot.permute(0, 3, 1, 2).float()
+        return onehot.permute(0, 3, 1, 2).to(dtype)
 
     def forward(
         self, blur: torch.Tensor, seg: torch.Tensor | None, lr_size: tuple[int, int]
@@ -202,7 +204,7 @@ class PriorEncoder(nn.Module):
             seg: Semantic input as ``seg_encoding`` prescribes (ignored for ``"none"``).
             lr_size: ``(h, w)`` of the LR image.
         """
-        blur = blur.float()
+        blur = blur.to(self.blur_embed.weight.dtype)
         encoded = None if self.seg_encoding == "none" or seg is None else self.encode_seg(seg)
         if self.seg_encoding != "none" and encoded is None:
             raise ValueError(f"seg_encoding={self.seg_encoding!r} needs a semantic map")
