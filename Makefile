@@ -10,7 +10,7 @@ ARGS ?=
 # comparison preset of `make compare` (conf/compare/<PRESET>.yaml)
 PRESET ?= small
 
-.PHONY: install train test test-slow test-all lint format bench clean compare
+.PHONY: install train test test-slow test-all lint format bench clean compare figures gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ bench: install
 	$(BIN)/python benchmarks/defocus_speed.py
 	$(BIN)/python benchmarks/cmos_speed.py
 	$(BIN)/python benchmarks/throughput.py
+
+# docs/predict_example.png: stage 1 (make train's job), a short stage 2 and 3, then the picture
+figures: install
+	$(BIN)/python docs/figures.py $(ARGS)
+
+# on a machine with a GPU: the readiness checks (about 8 minutes), one table
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache logs

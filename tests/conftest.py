@@ -66,12 +66,14 @@ def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose ``train.yaml``/``eval.yaml`` with overrides, outputs under ``tmp_path``."""
 
-    def _make(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    def _make(
+        config_name: str = "train", overrides: list[str] | None = None, tiny: bool = True
+    ) -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
             cfg = compose(
                 config_name=config_name,
-                overrides=TINY + list(overrides or []),
+                overrides=(TINY if tiny else TINY[-4:]) + list(overrides or []),
                 return_hydra_config=True,
             )
             HydraConfig.instance().set_config(cfg)

@@ -16,6 +16,7 @@ from svblur.data import (
     generate_scene,
     stereo_motorcycle_scene,
 )
+from svblur.degradation.pipeline import CameraPrior, DefocusBlur, SamplePipeline
 from svblur.degradation.resize import imresize
 
 HR = (48, 64)
@@ -44,14 +45,20 @@ def _horizontal_pairs(scene) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_scene_arrays(scenes: list) -> None:
+    wall, floor = CLASS_NAMES.index("wall"), CLASS_NAMES.index("floor")
+    seen: set[int] = set()
     for scene in scenes:
         assert scene.image.shape == (96, 128, 3) and scene.image.dtype == np.float32
         assert scene.depth.shape == (96, 128) and scene.depth.dtype == np.float32
         assert scene.semantics.shape == (96, 128) and scene.semantics.dtype == np.int64
-        assert 0.0 <= scene.image.min() and scene.image.max() <= 1.0
+        # The generator clips to [0, 1]; little of the image may sit at the clip.
+        assert np.isin(scene.image, (0.0, 1.0)).mean() < 0.01
         assert np.isfinite(scene.depth).all() and scene.depth.min() > 425.0  # > 5 f for f = 85 mm
-        assert scene.semantics.min() >= 0 and scene.semantics.max() < len(CLASS_NAMES)
+        classes = set(np.unique(scene.semantics).tolist())
+        assert {wall, floor} <= classes and len(classes) >= 4  # a room with objects in it
+        seen |= classes
         assert scene.source == "procedural"
+    assert seen == set(range(len(CLASS_NAMES)))  # every kind occurs in eight scenes
 
 
 def test_scenes_are_deterministic() -> None:
@@ -116,8 +123,12 @@ def test_textures_have_high_frequency_content(scenes: list) -> None:
 
 
 def test_fewer_classes_merge_kinds() -> None:
-    scene = generate_scene(np.random.default_rng(1), (64, 64), num_classes=3)
-    assert set(np.unique(scene.semantics)) <= {0, 1, 2}
+    full = generate_scene(np.random.default_rng(1), (64, 64))
+    merged = generate_scene(np.random.default_rng(1), (64, 64), num_classes=3)
+    # Same scene; kind k becomes class k * 3 // 8 (neighbouring kinds merge).
+    np.testing.assert_array_equal(merged.image, full.image)
+    np.testing.assert_array_equal(merged.semantics, full.semantics * 3 // 8)
+    assert len(np.unique(full.semantics)) > len(np.unique(merged.semantics)) > 1
 
 
 def test_motorcycle_scene_is_real_rgbd_without_labels() -> None:
@@ -132,9 +143,10 @@ def test_motorcycle_scene_is_real_rgbd_without_labels() -> None:
 # ----------------------------------------------------------------------------- samples
 
 
-def test_sample_shapes_dtypes_ranges(dataset: SyntheticDefocus) -> None:
+def test_sample_shapes_dtypes_and_values(dataset: SyntheticDefocus) -> None:
+    max_sigma = (dataset.max_coc - 1) / 4
     for index in range(len(dataset)):
-        sample = dataset[index]
+        sample, rendered = dataset[index], dataset.render(index)
         assert set(sample) == set(KEYS)
         assert (
             sample["lr"].shape == (3, HR[0] // 4, HR[1] // 4)
@@ -144,13 +156,18 @@ def test_sample_shapes_dtypes_ranges(dataset: SyntheticDefocus) -> None:
         assert sample["blur"].shape == (1, *HR) and sample["blur"].dtype == torch.float32
         assert sample["seg"].shape == HR and sample["seg"].dtype == torch.int64
         assert sample["depth"].shape == (1, *HR) and sample["depth"].dtype == torch.float32
-        for key in ("lr", "hr"):
-            assert 0.0 <= sample[key].min() and sample[key].max() <= 1.0
-        max_sigma = (dataset.max_coc - 1) / 4
-        assert 0.0 <= sample["blur"].min() and sample["blur"].max() <= max_sigma + 1e-5
+        # Without augmentation an item is the rendered sample, channels first.
+        np.testing.assert_array_equal(sample["hr"].numpy(), rendered.hr.transpose(2, 0, 1))
+        np.testing.assert_array_equal(sample["blur"][0].numpy(), rendered.blur)
+        np.testing.assert_array_equal(sample["seg"].numpy(), rendered.seg)
+        np.testing.assert_array_equal(sample["depth"][0].numpy(), rendered.depth)
         assert (sample["depth"] > 0).all() and torch.isfinite(sample["depth"]).all()
-        seg = sample["seg"]
-        assert (((seg >= 0) & (seg < dataset.num_classes)) | (seg == IGNORE_INDEX)).all()
+        blur = sample["blur"]
+        if dataset.is_space_invariant(index):
+            assert blur.unique().numel() == 1 and 0 <= float(blur.max()) <= max_sigma
+        else:  # the f-number is solved so that the largest CoC is max_coc
+            assert float(blur.max()) == pytest.approx(max_sigma, abs=1e-6)
+            assert float(blur.min()) == 0.0  # the focus is on a depth of the scene
 
 
 def test_blur_is_meaningful_and_space_variant(dataset: SyntheticDefocus) -> None:
@@ -197,9 +214,16 @@ def test_exactly_a_quarter_space_invariant(dataset: SyntheticDefocus) -> None:
 def test_camera_sampling(dataset: SyntheticDefocus) -> None:
     for index in range(len(dataset)):
         rendered = dataset.render(index)
-        assert rendered.focal_length_mm in (50.0, 70.0, 85.0)
         if not rendered.space_invariant:
             assert np.any(rendered.depth == np.float32(rendered.focus_distance_mm))
+    # The focal length follows focal_weights: all weight on one length picks only it.
+    focal = [dataset.render(i).focal_length_mm for i in range(len(dataset))]
+    assert set(focal) == {50.0, 70.0, 85.0}  # 16 draws at weights 1/9, 4/9, 4/9
+    prior = CameraPrior(focal_weights=(0.0, 1.0, 0.0))
+    only_70 = SyntheticDefocus(
+        num_samples=4, hr_size=HR, seed=3, degradation=SamplePipeline(DefocusBlur(prior))
+    )
+    assert [only_70.render(i).focal_length_mm for i in range(4)] == [70.0] * 4
 
 
 def test_real_crops_are_included_and_unlabelled() -> None:
@@ -215,9 +239,10 @@ def test_real_crops_are_included_and_unlabelled() -> None:
 
 def test_other_num_classes() -> None:
     ds = SyntheticDefocus(num_samples=2, hr_size=HR, num_classes=4, real_fraction=0.0)
-    for index in range(2):
-        seg = ds[index]["seg"]
-        assert ((seg >= 0) & (seg < 4)).all()
+    eight = SyntheticDefocus(num_samples=2, hr_size=HR, num_classes=8, real_fraction=0.0)
+    for index in range(2):  # the same scenes, kinds merged in pairs
+        assert torch.equal(ds[index]["seg"], eight[index]["seg"] * 4 // 8)
+        assert torch.equal(ds[index]["hr"], eight[index]["hr"])
 
 
 def test_default_max_coc_scales_with_width() -> None:
@@ -250,7 +275,8 @@ def test_zoom_scales_sigma(sigma_scaling: str, factor: float) -> None:
     out = augment(_record(1.2), np.random.default_rng(0))
     np.testing.assert_allclose(out["blur"], 1.2 * factor, rtol=1e-6)
     assert out["hr"].shape == (*HR, 3) and out["lr"].shape == (HR[0] // 4, HR[1] // 4, 3)
-    assert set(np.unique(out["seg"])) <= {0, 3, IGNORE_INDEX}
+    # Labels are resampled nearest-neighbour: no class appears that was not there.
+    assert {0, 3} <= set(np.unique(out["seg"])) <= {0, 3, IGNORE_INDEX}
     # LR is recomputed from the augmented (here: unblurred) HR.
     np.testing.assert_allclose(out["lr"], np.clip(imresize(out["hr"], 0.25), 0, 1), atol=1e-6)
 
@@ -307,6 +333,9 @@ def test_datamodule_batches() -> None:
     assert batch["seg"].shape == (4, *HR) and batch["seg"].dtype == torch.int64
     assert batch["depth"].shape == (4, 1, *HR)
     assert len(dm.val_dataloader()) == 1
+    val = next(iter(dm.val_dataloader()))  # in order, not augmented
+    for key in KEYS:
+        assert torch.equal(val[key], torch.stack([dm.datasets["val"][i][key] for i in range(4)]))
     dm.setup("test")
     assert next(iter(dm.test_dataloader()))["hr"].shape == (4, 3, *HR)
     assert dm.datasets["train"].augment is not None and dm.datasets["val"].augment is None
@@ -321,12 +350,16 @@ def test_datamodule_batches() -> None:
         ({"real_fraction": 1.5}, "real_fraction"),
         ({"sigma_scaling": "inverse"}, "sigma_scaling"),
         ({"num_classes": 1}, "num_classes"),
-        ({"focal_weights": (1.0, 1.0)}, "focal_weights"),
     ],
 )
 def test_datamodule_rejects_bad_arguments(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         DefocusDataModule(**{"hr_size": HR, **kwargs})
+
+
+def test_camera_prior_rejects_bad_weights() -> None:
+    with pytest.raises(ValueError, match="focal_weights"):
+        CameraPrior((50.0, 70.0), (1.0,))
 
 
 def test_hr_size_error_says_what_is_expected() -> None:

@@ -26,7 +26,12 @@ from svblur.conf import config_dir
 from svblur.experiments import load_preset
 
 REPO = Path(__file__).resolve().parents[1]
-HYDRA_APPS = {"svblur-train": "train", "svblur-eval": "eval", "svblur-predict": "predict"}
+HYDRA_APPS = {
+    "svblur-train": "train",
+    "svblur-eval": "eval",
+    "svblur-predict": "predict",
+    "svblur-degrade": "degrade",
+}
 ARGPARSE_APPS = {
     "svblur-convert": convert._parser,
     "svblur-make-dataset": make_dataset._parser,

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from svblur.data.builders import build_cityscapes, build_nyuv2
+from svblur.degradation.pipeline import CameraPrior
 
 from ._common import debug_requested
 
@@ -38,9 +39,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="share of space-invariant images per split and test group (0.2, the paper's Table 1)",
     )
     parser.add_argument(
-        "--focal-lengths", type=float, nargs="+", default=[50.0, 70.0, 85.0], help="in mm"
+        "--focal-lengths",
+        type=float,
+        nargs="+",
+        default=None,
+        help="in mm (default: the camera prior's, SYNDOF's 50 70 85)",
     )
-    parser.add_argument("--focal-weights", type=float, nargs="+", default=[0.1, 0.4, 0.4])
+    parser.add_argument(
+        "--focal-weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="their sampling weights (default: the camera prior's, SYNDOF's 0.1 0.4 0.4)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -80,20 +91,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def camera_prior(lengths: list[float] | None, weights: list[float] | None) -> CameraPrior:
+    """The camera prior with the given focal lengths / weights over its defaults."""
+    default = CameraPrior()
+    return CameraPrior(
+        default.focal_lengths if lengths is None else tuple(lengths),
+        default.focal_weights if weights is None else tuple(weights),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the build; returns 0 on success, 1 on bad input (printed to stderr)."""
     args = _parser().parse_args(argv)
-    common = {
-        "seed": args.seed,
-        "max_coc": args.max_coc,
-        "invariant_fraction": args.invariant_fraction,
-        "focal_lengths": args.focal_lengths,
-        "focal_weights": args.focal_weights,
-        "workers": args.workers,
-        "progress": not args.no_progress,
-        "limit": args.limit,
-    }
     try:
+        common = {
+            "seed": args.seed,
+            "max_coc": args.max_coc,
+            "invariant_fraction": args.invariant_fraction,
+            "camera": camera_prior(args.focal_lengths, args.focal_weights),
+            "workers": args.workers,
+            "progress": not args.no_progress,
+            "limit": args.limit,
+        }
         if args.dataset == "nyuv2":
             summary = build_nyuv2(
                 args.source, args.class_map, args.out, splits=args.splits, **common

@@ -37,7 +37,7 @@ from svblur.degradation import blur_map_to_png
 from svblur.errors import InputError
 from svblur.experiments.training import apply_extras, require
 from svblur.inference import TiledPredictor
-from svblur.io import atomic_path, read_image
+from svblur.io import IMAGE_SUFFIXES, atomic_path, read_image
 from svblur.models.checkpoints import LoadedNetwork, load_network
 from svblur.systems.visualize import colorize_scalar, palette
 
@@ -45,7 +45,6 @@ from ._common import CONFIG_PATH, exit_on_input_error, run_hydra_app
 
 log = logging.getLogger("svblur")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _CLASS_KEYS = ("output_heads.seg.classifier.weight", "predict.seg.last_layer.3.weight")
 
 

@@ -22,6 +22,7 @@ from svblur.data.bsr import (
 from svblur.data.datamodule import DefocusDataModule
 from svblur.data.onthefly import (
     CityscapesRGBD,
+    ImageFolder,
     NYUv2RGBD,
     OnTheFlyDefocusDataModule,
     OnTheFlyDefocusDataset,
@@ -42,6 +43,7 @@ __all__ = [
     "CityscapesRGBD",
     "DefocusAugment",
     "DefocusDataModule",
+    "ImageFolder",
     "NYUv2BSRDataModule",
     "NYUv2RGBD",
     "OnTheFlyDefocusDataModule",

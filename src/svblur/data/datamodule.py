@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from svblur.data.samplers import ResumableDataMixin
 from svblur.data.synthetic import SyntheticDefocus
 from svblur.data.transforms import SigmaScaling
+from svblur.degradation.pipeline import SamplePipeline
 
 __all__ = ["DefocusDataModule"]
 
@@ -20,8 +21,9 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
 
     The three splits draw from disjoint random streams of the same ``seed``; only the
     training split is augmented. Batches are dicts with ``lr`` ``(B, 3, H/s, W/s)``,
-    ``hr`` ``(B, 3, H, W)``, ``blur`` ``(B, 1, H, W)``, ``seg`` ``(B, H, W)`` int64
-    (255 = ignore) and ``depth`` ``(B, 1, H, W)`` in mm.
+    ``hr`` ``(B, 3, H, W)``, the degradation's maps (defocus: ``blur`` ``(B, 1, H, W)``),
+    ``seg`` ``(B, H, W)`` int64 (255 = ignore) and ``depth`` ``(B, 1, H, W)`` in mm
+    (:data:`svblur.degradation.pipeline.SAMPLE_KEYS`).
 
     Args:
         train_size: Size of the training split.
@@ -43,9 +45,8 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         real_fraction: Share of the space-variant samples that are real
             ``stereo_motorcycle`` crops.
         max_coc: Largest CoC in pixels; ``None`` scales SYNDOF's 29 px with the width.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their sampling weights.
         cache: Cache rendered samples in memory.
+        degradation: The sample pipeline (``degradation=NAME``; ``None``: defocus).
     """
 
     def __init__(
@@ -66,9 +67,8 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         space_invariant_fraction: float = 0.25,
         real_fraction: float = 0.125,
         max_coc: float | None = None,
-        focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-        focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
         cache: bool = True,
+        degradation: SamplePipeline | None = None,
     ) -> None:
         super().__init__()
         hr_size = tuple(int(v) for v in hr_size)
@@ -95,7 +95,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
             raise ValueError(
                 f"sigma_scaling must be 'physical' or 'released', got {sigma_scaling!r}"
             )
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["degradation"])
         self.hr_size = hr_size
         self.scale = int(scale)
         self.num_classes = int(num_classes)
@@ -117,8 +117,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
             "space_invariant_fraction": space_invariant_fraction,
             "real_fraction": real_fraction,
             "max_coc": max_coc,
-            "focal_lengths": tuple(focal_lengths),
-            "focal_weights": tuple(focal_weights),
+            "degradation": degradation,
             "sigma_scaling": sigma_scaling,
             "cache": cache,
         }

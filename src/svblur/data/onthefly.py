@@ -26,27 +26,31 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from svblur.data.builders.common import (
-    GROUP_NAMES,
-    Camera,
-    invariant_masks,
-    render_sample,
-    sample_camera,
-)
+from svblur.data.builders.common import GROUP_NAMES, invariant_masks
 from svblur.data.samplers import ResumableDataMixin
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
+from svblur.degradation.pipeline import (
+    Camera,
+    DefocusBlur,
+    SamplePipeline,
+    SceneInput,
+    maps_to_tensors,
+)
 from svblur.degradation.resize import imresize
-from svblur.io import read_image
+from svblur.errors import InputError
+from svblur.io import IMAGE_SUFFIXES, image_size, read_image
 from svblur.metrics.functional import IGNORE_INDEX
 
 __all__ = [
     "CityscapesRGBD",
+    "ImageFolder",
     "NYUv2RGBD",
     "OnTheFlyDefocusDataModule",
     "OnTheFlyDefocusDataset",
     "RGBDFolder",
     "RGBDSample",
     "RGBDSource",
+    "load_image_sample",
     "render_batch",
 ]
 
@@ -57,13 +61,13 @@ class RGBDSample:
 
     Attributes:
         image: RGB ``(H, W, 3)`` float32 in ``[0, 1]``.
-        depth: Depth ``(H, W)`` in millimetres (NaN / 0 where unknown).
-        seg: Labels ``(H, W)`` int64 in ``[0, K)`` or 255.
+        depth: Depth ``(H, W)`` in millimetres (NaN / 0 where unknown), or ``None``.
+        seg: Labels ``(H, W)`` int64 in ``[0, K)`` or 255, or ``None``.
     """
 
     image: np.ndarray
-    depth: np.ndarray
-    seg: np.ndarray
+    depth: np.ndarray | None
+    seg: np.ndarray | None
 
 
 class RGBDSource(Protocol):
@@ -136,6 +140,48 @@ class CityscapesRGBD:
         return RGBDSample(image, raw.depth, raw.labels.astype(np.int64))
 
 
+def _read_depth(path: Path, depth_scale: float) -> np.ndarray:
+    """A depth map file (16-bit PNG or ``.npy``) in millimetres."""
+    if path.suffix == ".npy":
+        depth = np.load(path).astype(np.float64)
+    else:
+        depth = read_image(path, "unchanged")
+        if depth.ndim != 2:
+            raise InputError(f"{path}: expected a 1-channel depth PNG")
+        depth = depth.astype(np.float64)
+    return depth * depth_scale
+
+
+def _find_depth(folder: Path, stem: str) -> Path | None:
+    found = [p for p in (folder / f"{stem}.png", folder / f"{stem}.npy") if p.is_file()]
+    return found[0] if found else None
+
+
+def _load_sample(
+    image_path: Path, depth_path: Path | None, seg_path: Path | None, depth_scale: float
+) -> RGBDSample:
+    image = read_image(image_path, "rgb")
+    depth = None if depth_path is None else _read_depth(depth_path, depth_scale)
+    seg = None
+    if seg_path is not None and seg_path.is_file():
+        seg = read_image(seg_path, "labels").astype(np.int64)
+    for name, array in (("depth", depth), ("labels", seg)):
+        if array is not None and array.shape != image.shape[:2]:
+            raise InputError(
+                f"{image_path}: its {name} is {array.shape[1]}x{array.shape[0]}, the image "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+    return RGBDSample(image, depth, seg)
+
+
+def load_image_sample(path: str | Path, depth_scale: float = 1.0) -> RGBDSample:
+    """An image with its depth (``<folder>/depth/<stem>.png|npy``) and labels
+    (``<folder>/semseg/<stem>.png``) where they exist beside it (``None`` where not)."""
+    path = Path(path)
+    depth = _find_depth(path.parent / "depth", path.stem)
+    return _load_sample(path, depth, path.parent / "semseg" / f"{path.stem}.png", depth_scale)
+
+
 class RGBDFolder:
     """Any folder of RGB-D pairs.
 
@@ -153,85 +199,165 @@ class RGBDFolder:
             ``.npy`` in metres).
     """
 
+    has_depth = True
+
     def __init__(self, root: str | Path, depth_scale: float = 1.0) -> None:
         self.root = Path(root)
         self.depth_scale = float(depth_scale)
         rgb = self.root / "rgb"
         if not rgb.is_dir():
-            raise ValueError(f"missing folder {rgb} (expected <root>/rgb, <root>/depth)")
+            raise InputError(f"missing folder {rgb} (expected <root>/rgb, <root>/depth)")
         self.images = sorted(
             p for p in rgb.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
         )
         if not self.images:
-            raise ValueError(f"no images in {rgb}")
+            raise InputError(f"no images in {rgb}")
         self.depths = []
         for image in self.images:
-            stem = self.root / "depth" / image.stem
-            found = [p for p in (stem.with_suffix(".png"), stem.with_suffix(".npy")) if p.is_file()]
-            if not found:
-                raise ValueError(f"missing depth for {image}: expected {stem}.png or {stem}.npy")
-            self.depths.append(found[0])
+            depth = _find_depth(self.root / "depth", image.stem)
+            if depth is None:
+                stem = self.root / "depth" / image.stem
+                raise InputError(f"missing depth for {image}: expected {stem}.png or {stem}.npy")
+            self.depths.append(depth)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def load(self, index: int) -> RGBDSample:
         path = self.images[index]
-        image = read_image(path, "rgb")
-        depth_path = self.depths[index]
-        if depth_path.suffix == ".npy":
-            depth = np.load(depth_path).astype(np.float64)
-        else:
-            depth = read_image(depth_path, "unchanged")
-            if depth.ndim != 2:
-                raise ValueError(f"{depth_path}: expected a 1-channel depth PNG")
-            depth = depth.astype(np.float64)
-        depth = depth * self.depth_scale
-        seg_path = self.root / "semseg" / f"{path.stem}.png"
-        if seg_path.is_file():
-            seg = read_image(seg_path, "labels").astype(np.int64)
-        else:
-            seg = np.full(image.shape[:2], IGNORE_INDEX, np.int64)
-        if depth.shape != image.shape[:2] or seg.shape != image.shape[:2]:
-            raise ValueError(f"{path}: image, depth and labels differ in size")
-        return RGBDSample(image, depth, seg)
+        sample = _load_sample(
+            path, self.depths[index], self.root / "semseg" / f"{path.stem}.png", self.depth_scale
+        )
+        seg = sample.seg
+        if seg is None:
+            seg = np.full(sample.image.shape[:2], IGNORE_INDEX, np.int64)
+        return RGBDSample(sample.image, sample.depth, seg)
+
+
+class ImageFolder:
+    """Any folder of sharp HR images, optionally with depth and labels, as a source.
+
+    Layout (files matched by stem)::
+
+        <root>/<name>.png|jpg|...       the images (any of svblur.io.IMAGE_SUFFIXES)
+        <root>/depth/<name>.png|npy     optional depth; millimetres = value * depth_scale
+        <root>/semseg/<name>.png        optional labels 0..K-1, 255 = ignore
+
+    With ``<root>/train`` and ``<root>/test`` folders of that layout, ``split`` picks one;
+    otherwise a fixed, seeded ``test_fraction`` of the images is the test split. Every
+    image's header is checked when the folder is opened, so a bad file among good ones is
+    named before training starts. Depth is all or nothing: :attr:`has_depth` tells.
+
+    Args:
+        root: The folder.
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        depth_scale: Millimetres per stored depth unit.
+        test_fraction: Held-out share when the folder has no ``train``/``test`` split.
+        seed: Seed of that hold-out.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        depth_scale: float = 1.0,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        if split not in ("train", "test", "all"):
+            raise InputError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        base = Path(root)
+        if not base.is_dir():
+            raise InputError(f"data.root: no folder at '{base}' (expected a folder of images)")
+        presplit = (base / "train").is_dir() and (base / "test").is_dir()
+        self.root = base / split if presplit and split != "all" else base
+        self.depth_scale = float(depth_scale)
+        images = sorted(
+            p
+            for p in self.root.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        if not images:
+            raise InputError(f"no images in {self.root} (expected {sorted(IMAGE_SUFFIXES)} files)")
+        bad = []
+        for path in images:
+            try:
+                image_size(path)
+            except (InputError, OSError) as error:
+                bad.append(str(error))
+        if bad:
+            raise InputError(
+                f"{len(bad)} of {len(images)} images in {self.root} cannot be read: "
+                + "; ".join(bad[:5])
+            )
+        if not presplit and split != "all":
+            order = np.random.default_rng([int(seed), 13]).permutation(len(images))
+            held = max(1, math.floor(len(images) * test_fraction + 0.5)) if len(images) > 1 else 0
+            chosen = order[:held] if split == "test" else order[held:]
+            images = [images[i] for i in sorted(chosen.tolist())]
+            if not images:
+                raise InputError(
+                    f"{base}: too few images for a {split} split (test_fraction={test_fraction})"
+                )
+        self.images = images
+        depths = [_find_depth(self.root / "depth", p.stem) for p in images]
+        found = sum(d is not None for d in depths)
+        if 0 < found < len(images):
+            missing = [p.name for p, d in zip(images, depths) if d is None]
+            raise InputError(
+                f"{self.root / 'depth'}: depth for {found} of {len(images)} images; missing "
+                f"for {missing[:5]} (give depth for every image or for none)"
+            )
+        self.depths = depths if found else None
+
+    @property
+    def has_depth(self) -> bool:
+        return self.depths is not None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> RGBDSample:
+        path = self.images[index]
+        depth = None if self.depths is None else self.depths[index]
+        return _load_sample(
+            path, depth, self.root / "semseg" / f"{path.stem}.png", self.depth_scale
+        )
 
 
 # --------------------------------------------------------------------------- data set
 class OnTheFlyDefocusDataset(Dataset):
-    """Renders defocus from sharp RGB-D samples when they are drawn.
+    """Degrades sharp (RGB-D) samples when they are drawn, with the sample pipeline.
 
     Per draw: an aligned random crop of ``crop_size`` (or the whole image, cropped to a
-    multiple of ``scale``) with an optional horizontal flip, a camera drawn like the
-    builders (:func:`~svblur.data.builders.sample_camera`: focal length 50/70/85 mm by
-    weight, focus on a random pixel's depth, f-number so that the largest CoC equals
-    ``max_coc``), and with probability ``space_invariant_fraction`` one Gaussian blur
-    instead.
+    multiple of ``scale``) with an optional horizontal flip, then the degradation
+    (:class:`~svblur.degradation.SamplePipeline`; default: defocus, the builders' camera
+    prior and rendering), space-invariant with probability ``space_invariant_fraction``.
 
     With ``fixed=True`` (validation / test) the crop is centred, there is no flip and the
-    camera of sample ``i`` comes from ``np.random.default_rng([seed, 2, i])``;
-    ``invariant`` then fixes which samples are space-invariant. Otherwise draws come from
-    a per-process stream seeded by ``seed`` and the worker's torch seed, so every epoch
-    sees new cameras and runs follow ``lightning.seed_everything``.
+    draw of sample ``i`` comes from ``np.random.default_rng([seed, 2, i])``; ``invariant``
+    then fixes which samples are space-invariant. Otherwise draws come from a per-process
+    stream seeded by ``seed`` and the worker's torch seed, so every epoch sees new
+    degradations and runs follow ``lightning.seed_everything``.
 
     Args:
-        source: Sharp RGB-D samples (:class:`RGBDSource`).
+        source: Sharp samples (:class:`RGBDSource`); depth and labels are optional.
         crop_size: HR ``(H, W)``, each divisible by ``scale``; ``None``: whole images.
         scale: LR factor.
-        max_coc: Largest CoC in HR pixels.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their weights.
+        max_coc: Largest CoC in HR pixels of the defocus degradation (unless the
+            degradation sets its own).
         space_invariant_fraction: Probability of a space-invariant draw.
         hflip: Random horizontal flips (training).
-        fixed: Fixed crops and cameras (validation / test).
+        fixed: Fixed crops and draws (validation / test).
         invariant: With ``fixed``, per-sample space-invariant flags.
         seed: Seed.
-        render_on: ``"loader"`` renders here; ``"device"`` returns the camera for
-            :func:`render_batch`.
+        render_on: ``"loader"`` renders here; ``"device"`` (defocus with bicubic LR only)
+            returns the camera for :func:`render_batch`.
+        degradation: The sample pipeline (``None``: defocus, bicubic x ``scale``).
 
-    Items (``render_on="loader"``): ``lr`` ``(3, H/s, W/s)``, ``hr`` ``(3, H, W)``,
-    ``blur`` ``(1, H, W)`` sigma, ``seg`` ``(H, W)`` int64, ``depth`` ``(1, H, W)`` mm.
-    With ``"device"``: ``hr``, ``seg``, ``depth`` and ``camera`` ``(4,)`` float64 =
+    Items: see :data:`svblur.degradation.pipeline.SAMPLE_KEYS` (``lr``, ``hr`` and the
+    degradation's maps; ``depth`` and ``seg`` where the source has them). With
+    ``render_on="device"``: ``hr``, ``seg``, ``depth`` and ``camera`` ``(4,)`` float64 =
     (focal length, focus distance, invariant sigma, space-invariant flag).
     """
 
@@ -241,14 +367,13 @@ class OnTheFlyDefocusDataset(Dataset):
         crop_size: Sequence[int] | None = (256, 256),
         scale: int = 4,
         max_coc: float = 29.0,
-        focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-        focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
         space_invariant_fraction: float = 0.2,
         hflip: bool = True,
         fixed: bool = False,
         invariant: Sequence[bool] | None = None,
         seed: int = 0,
         render_on: str = "loader",
+        degradation: SamplePipeline | None = None,
     ) -> None:
         super().__init__()
         if crop_size is not None:
@@ -261,12 +386,24 @@ class OnTheFlyDefocusDataset(Dataset):
             raise ValueError(f"max_coc must be > 1 pixel, got {max_coc}")
         if invariant is not None and len(invariant) != len(source):
             raise ValueError(f"invariant has {len(invariant)} flags for {len(source)} samples")
+        self.pipeline = (
+            SamplePipeline(DefocusBlur(), scale=scale) if degradation is None else degradation
+        )
+        if self.pipeline.scale != int(scale):
+            raise ValueError(
+                f"the degradation's scale {self.pipeline.scale} differs from scale={scale}"
+            )
+        if render_on == "device" and not (self.pipeline.is_defocus and self.pipeline.bicubic_only):
+            raise ValueError(
+                "render_on='device' renders plain defocus with bicubic LR only; use "
+                "render_on='loader' for this degradation"
+            )
         self.source = source
         self.crop_size = crop_size
         self.scale = int(scale)
-        self.max_coc = float(max_coc)
-        self.focal_lengths = tuple(float(f) for f in focal_lengths)
-        self.focal_weights = tuple(float(w) for w in focal_weights)
+        self.max_coc = (
+            self.pipeline.blur.resolve_max_coc(max_coc) if self.pipeline.is_defocus else max_coc
+        )
         self.space_invariant_fraction = float(space_invariant_fraction)
         self.hflip = bool(hflip)
         self.fixed = bool(fixed)
@@ -288,7 +425,7 @@ class OnTheFlyDefocusDataset(Dataset):
             self._rng_state = (token, np.random.default_rng([self.seed, base_seed % 2**63, 3]))
         return self._rng_state[1]
 
-    def _crop(self, sample: RGBDSample, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    def _crop(self, sample: RGBDSample, rng: np.random.Generator) -> SceneInput:
         s = self.scale
         height, width = sample.image.shape[:2]
         if self.crop_size is None:
@@ -307,48 +444,75 @@ class OnTheFlyDefocusDataset(Dataset):
             left = int(rng.integers(0, width - cw + 1))
             flip = self.hflip and bool(rng.random() < 0.5)
         window = (slice(top, top + ch), slice(left, left + cw))
-        arrays = [sample.image[window], sample.depth[window], sample.seg[window]]
-        if flip:
-            arrays = [a[:, ::-1] for a in arrays]
-        return tuple(np.ascontiguousarray(a) for a in arrays)
 
-    def camera(
-        self, index: int, depth: np.ndarray, rng: np.random.Generator
-    ) -> tuple[Camera, bool]:
-        """Camera and space-invariant flag of a draw."""
-        camera = sample_camera(rng, depth, self.max_coc, self.focal_lengths, self.focal_weights)
+        def take(array: np.ndarray | None) -> np.ndarray | None:
+            if array is None:
+                return None
+            array = array[window]
+            return np.ascontiguousarray(array[:, ::-1] if flip else array)
+
+        depth = take(sample.depth)
+        if depth is not None:
+            depth = np.asarray(fill_invalid_depth(depth), np.float64)
+        seg = take(sample.seg)
+        return SceneInput(take(sample.image), depth, None if seg is None else seg.astype(np.int64))
+
+    def _invariant(self, index: int, depth: np.ndarray | None, rng: np.random.Generator) -> bool:
         if self.fixed and self.invariant is not None:
             invariant = self.invariant[index]
         else:
             invariant = bool(rng.random() < self.space_invariant_fraction)
         # A crop of constant depth has no defocus to solve for: use one Gaussian.
-        invariant = invariant or float(depth.max()) == float(depth.min())
-        return camera, invariant
+        return invariant or (
+            self.pipeline.is_defocus
+            and depth is not None
+            and float(depth.max()) == float(depth.min())
+        )
+
+    def camera(
+        self, index: int, depth: np.ndarray, rng: np.random.Generator
+    ) -> tuple[Camera, bool]:
+        """Camera and space-invariant flag of a defocus draw (the builders' order)."""
+        camera = self.pipeline.blur.camera.draw(rng, depth, self.max_coc)
+        return camera, self._invariant(index, depth, rng)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
-        image, depth, seg = self._crop(self.source.load(index), rng)
-        depth = np.asarray(fill_invalid_depth(depth), np.float64)
-        camera, invariant = self.camera(index, depth, rng)
+        scene = self._crop(self.source.load(index), rng)
         item = {
-            "hr": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32)),
-            "seg": torch.from_numpy(seg.astype(np.int64)),
-            "depth": torch.from_numpy(depth.astype(np.float32))[None],
+            "hr": torch.from_numpy(
+                np.ascontiguousarray(scene.image.transpose(2, 0, 1), np.float32)
+            ),
         }
-        if self.render_on == "device":
-            item["camera"] = torch.tensor(
-                [
-                    camera.focal_length_mm,
-                    camera.focus_distance_mm,
-                    camera.invariant_sigma,
-                    float(invariant),
-                ],
-                dtype=torch.float64,
-            )
-            return item
-        rendered = render_sample(image, depth, camera, not invariant, self.max_coc, self.scale)
-        item["lr"] = torch.from_numpy(np.ascontiguousarray(rendered.lr.transpose(2, 0, 1)))
-        item["blur"] = torch.from_numpy(rendered.blur)[None]
+        if scene.seg is not None:
+            item["seg"] = torch.from_numpy(scene.seg)
+        if scene.depth is not None:
+            item["depth"] = torch.from_numpy(scene.depth.astype(np.float32))[None]
+        if self.pipeline.is_defocus:
+            if scene.depth is None:
+                raise ValueError(
+                    f"sample {index} has no depth: degradation defocus needs depth (choose "
+                    "degradation=gaussian_sv or motion_sv for images without depth)"
+                )
+            camera, invariant = self.camera(index, scene.depth, rng)
+            if self.render_on == "device":
+                item["camera"] = torch.tensor(
+                    [
+                        camera.focal_length_mm,
+                        camera.focus_distance_mm,
+                        camera.invariant_sigma,
+                        float(invariant),
+                    ],
+                    dtype=torch.float64,
+                )
+                return item
+            degraded = self.pipeline.blur.render(scene, camera, not invariant, self.max_coc)
+        else:
+            invariant = self._invariant(index, scene.depth, rng)
+            degraded = self.pipeline.degrade(scene, rng, invariant=invariant, max_coc=self.max_coc)
+        lr = self.pipeline.to_lr(degraded.image, rng)
+        item["lr"] = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))
+        item.update(maps_to_tensors(degraded.maps))
         return item
 
 
@@ -396,9 +560,7 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         scale: LR factor.
         crop_size: HR training crop ``(H, W)``.
         eval_crop_size: HR crop of validation / test samples; ``None``: whole images.
-        max_coc: Largest CoC in HR pixels.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their weights.
+        max_coc: Largest CoC in HR pixels (defocus).
         space_invariant_fraction: Share of space-invariant samples (and per test group).
         test_groups: Number of test groups (5 as the paper; 1 for a single ``test``).
         val_fraction: Held-out share of ``train_source`` when ``val_source`` is ``None``.
@@ -409,7 +571,9 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         persistent_workers: Keep workers between epochs.
         seed: Seed of cameras, crops and the held-out split.
         render_on: ``"loader"``, ``"device"`` or ``"auto"`` (``"device"`` when CUDA is
-            available). Validation and test always render in the loader (fixed cameras).
+            available and the degradation is plain defocus with bicubic LR). Validation
+            and test always render in the loader (fixed cameras).
+        degradation: The sample pipeline (``degradation=NAME``; ``None``: defocus).
         **source_settings: Values the Hydra configs interpolate into the sources
             (``mat``, ``class_map``, ``root`` ...); kept in :attr:`source_settings` only.
     """
@@ -424,8 +588,6 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         crop_size: Sequence[int] = (256, 256),
         eval_crop_size: Sequence[int] | None = None,
         max_coc: float = 29.0,
-        focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-        focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
         space_invariant_fraction: float = 0.2,
         test_groups: int = 5,
         val_fraction: float = 0.05,
@@ -436,23 +598,36 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         render_on: str = "auto",
+        degradation: SamplePipeline | None = None,
         **source_settings: Any,
     ) -> None:
         super().__init__()
         self.source_settings = source_settings
+        pipeline = (
+            SamplePipeline(DefocusBlur(), scale=scale) if degradation is None else degradation
+        )
         if render_on == "auto":
-            render_on = "device" if torch.cuda.is_available() else "loader"
+            on_device = pipeline.is_defocus and pipeline.bicubic_only
+            render_on = "device" if torch.cuda.is_available() and on_device else "loader"
         if render_on not in ("loader", "device"):
             raise ValueError(f"render_on must be 'loader', 'device' or 'auto', got {render_on!r}")
+        if pipeline.is_defocus and not getattr(train_source, "has_depth", True):
+            raise InputError(
+                "degradation=defocus needs depth, and this data has none (give depth maps, "
+                "e.g. <root>/depth/<name>.png, or choose degradation=gaussian_sv, motion_sv or "
+                "partial_blur with degradation.blur.source=motion)"
+            )
         if test_groups not in (1, len(GROUP_NAMES)):
             raise ValueError(f"test_groups must be 1 or {len(GROUP_NAMES)}, got {test_groups}")
         self.save_hyperparameters(
-            logger=False, ignore=["train_source", "test_source", "val_source"]
+            logger=False, ignore=["train_source", "test_source", "val_source", "degradation"]
         )
         self.num_classes = int(num_classes)
         self.scale = int(scale)
         self.render_on = render_on
-        self.max_coc = float(max_coc)
+        self.max_coc = (
+            pipeline.blur.resolve_max_coc(max_coc) if pipeline.is_defocus else float(max_coc)
+        )
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
@@ -461,9 +636,8 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         common = {
             "scale": self.scale,
             "max_coc": self.max_coc,
-            "focal_lengths": focal_lengths,
-            "focal_weights": focal_weights,
             "space_invariant_fraction": space_invariant_fraction,
+            "degradation": pipeline,
             "seed": self.seed,
         }
         eval_crop = None if eval_crop_size is None else tuple(eval_crop_size)

@@ -10,7 +10,7 @@ the same settings can share one render cache (``render_cache``, or
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -21,7 +21,13 @@ from torch.utils.data import Dataset, get_worker_info
 
 from svblur.data.scenes import Scene, generate_scene, stereo_motorcycle_scene
 from svblur.data.transforms import DefocusAugment, SigmaScaling, record_to_sample
-from svblur.degradation import render_defocus, render_uniform_blur
+from svblur.degradation.pipeline import (
+    SYNDOF_MAX_COC,
+    DefocusBlur,
+    SamplePipeline,
+    SceneInput,
+    maps_to_tensors,
+)
 from svblur.metrics import IGNORE_INDEX
 
 __all__ = [
@@ -48,43 +54,51 @@ def default_max_coc(width: int) -> float:
     antialiasing kernel hides most of the defocus and there is little left to estimate.
     Examples: 128 -> 9, 320 -> 15, 640 -> 29.
     """
-    scaled = 29.0 * width / 640.0
+    scaled = SYNDOF_MAX_COC * width / 640.0
     odd = 2 * math.floor(scaled / 2) + 1
     return float(max(9, odd))
 
 
 @dataclass(frozen=True)
 class RenderedSample:
-    """A rendered sample before augmentation (numpy, HWC), with its camera.
+    """A degraded sample before augmentation (numpy, HWC), with its draw.
 
     Attributes:
         hr: Sharp HR image ``(H, W, 3)`` float32 in ``[0, 1]`` (the SR target).
-        hr_blurred: Defocused HR image ``(H, W, 3)`` float32 (LR is made from it).
-        blur: Ground-truth sigma per HR pixel ``(H, W)`` float32.
+        hr_blurred: Degraded HR image ``(H, W, 3)`` float32 in ``[0, 1]`` (LR is made
+            from it).
+        maps: What the degradation knows, per HR pixel (``blur`` ``(H, W)`` sigma,
+            ``kernels`` ``(k*k, H, W)``, ``blur_mask`` ``(H, W)``; see
+            :data:`svblur.degradation.pipeline.SAMPLE_KEYS`).
         seg: Labels ``(H, W)`` int64 in ``[0, K)`` or 255.
         depth: Depth ``(H, W)`` float32 in millimetres.
-        space_invariant: Whether one sigma was used for the whole image.
+        space_invariant: Whether one blur was used for the whole image.
         source: Scene source, ``"procedural"`` or ``"stereo_motorcycle"``.
-        focal_length_mm: Focal length of the sampled camera.
+        focal_length_mm: Focal length of the sampled camera (defocus; else NaN).
         focus_distance_mm: Focus distance (a depth of the scene); NaN if space-invariant.
     """
 
     hr: np.ndarray
     hr_blurred: np.ndarray
-    blur: np.ndarray
+    maps: dict[str, np.ndarray]
     seg: np.ndarray
     depth: np.ndarray
     space_invariant: bool
     source: str
-    focal_length_mm: float
-    focus_distance_mm: float
+    focal_length_mm: float = math.nan
+    focus_distance_mm: float = math.nan
+
+    @property
+    def blur(self) -> np.ndarray | None:
+        """The sigma map ``(H, W)``, where the degradation gives one."""
+        return self.maps.get("blur")
 
     def record(self) -> dict[str, np.ndarray]:
         """The maps as a dict, the input of :class:`~svblur.data.transforms.DefocusAugment`."""
         return {
             "hr": self.hr,
             "hr_blurred": self.hr_blurred,
-            "blur": self.blur,
+            **self.maps,
             "seg": self.seg,
             "depth": self.depth,
         }
@@ -142,16 +156,22 @@ class SyntheticDefocus(Dataset):
     1. a scene: a crop of the real ``stereo_motorcycle`` RGB-D pair (a ``real_fraction``
        of the space-variant samples, evenly spread, unlabelled = 255) or a procedural scene
        (:mod:`svblur.data.scenes`);
-    2. a camera: focal length from ``focal_lengths`` with ``focal_weights`` (SYNDOF:
-       50/70/85 mm, 0.1/0.4/0.4 normalised), focus on the depth of a random pixel,
-       f-number solved so the largest CoC equals ``max_coc``;
+    2. the degradation of the sample pipeline (``degradation``; default: defocus): for
+       defocus a camera from the prior (SYNDOF: 50/70/85 mm by weight 0.1/0.4/0.4),
+       focus on the depth of a random pixel, f-number solved so the largest CoC equals
+       ``max_coc``;
     3. space-invariant samples (indices ``i`` with ``floor((i+1)f) - floor(i f) = 1``
        for ``f = space_invariant_fraction``: i = 3, 7, 11, ... for 1/4, so exactly a
-       quarter of any multiple of 4 samples) use one Gaussian for the whole image, its
-       CoC uniform in ``[1, max_coc]`` on the 0.1 px grid;
-    4. ``lr = clip(imresize(blurred_hr, 1 / scale), 0, 1)`` (no 8-bit quantisation).
+       quarter of any multiple of 4 samples) use one blur for the whole image (defocus:
+       one Gaussian, its CoC uniform in ``[1, max_coc]`` on the 0.1 px grid);
+    4. the pipeline's LR step; by default ``lr = clip(imresize(blurred_hr, 1 / scale),
+       0, 1)`` (no 8-bit quantisation). Random LR steps (noise, JPEG, the second-order
+       model) draw from a generator of ``(seed, split, index)`` (and the epoch when the
+       sampler gives one).
 
-    Rendered samples are cached in memory (per worker process when ``num_workers > 0``).
+    Rendered samples are cached in memory (per worker process when ``num_workers > 0``),
+    except those with a kernel field (``k*k`` times the image: they are rendered again
+    on each access, identically).
     Augmentation runs after the cache, from a generator seeded by ``seed``, the split
     and the torch seed of the process or worker (so it differs across epochs and workers
     and follows ``lightning.seed_everything``).
@@ -167,9 +187,8 @@ class SyntheticDefocus(Dataset):
         space_invariant_fraction: Share of space-invariant samples.
         real_fraction: Share of the space-variant samples that are crops of the real
             ``stereo_motorcycle`` RGB-D pair.
-        max_coc: Largest CoC in pixels; ``None`` uses :func:`default_max_coc` of the width.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their sampling weights (normalised).
+        max_coc: Largest CoC in pixels; ``None`` uses :func:`default_max_coc` of the width
+            (unless the degradation sets its own).
         augment: ``False``, ``True`` (a :class:`DefocusAugment` with ``sigma_scaling``),
             or a callable ``(record, rng) -> sample arrays``.
         sigma_scaling: Direction of the zoom's effect on sigma when ``augment=True``.
@@ -180,10 +199,12 @@ class SyntheticDefocus(Dataset):
             ``(render_settings, index)``: one mapping given to several data sets renders
             each sample once for all that share the settings. ``None``: the store of an
             enclosing :func:`shared_render_cache`, else this data set's own (``cache``).
+        degradation: The sample pipeline (``None``: defocus, bicubic x ``scale``).
 
     Each item is a dict: ``lr`` ``(3, H/s, W/s)`` float32, ``hr`` ``(3, H, W)`` float32,
-    ``blur`` ``(1, H, W)`` float32 sigma, ``seg`` ``(H, W)`` int64, ``depth``
-    ``(1, H, W)`` float32 mm.
+    the degradation's maps (defocus: ``blur`` ``(1, H, W)`` float32 sigma), ``seg``
+    ``(H, W)`` int64, ``depth`` ``(1, H, W)`` float32 mm
+    (:data:`svblur.degradation.pipeline.SAMPLE_KEYS`).
     """
 
     def __init__(
@@ -197,13 +218,12 @@ class SyntheticDefocus(Dataset):
         space_invariant_fraction: float = 0.25,
         real_fraction: float = 0.125,
         max_coc: float | None = None,
-        focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-        focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
         augment: bool | Augment = False,
         sigma_scaling: SigmaScaling = "physical",
         cache: bool = True,
         device: str | torch.device | None = None,
         render_cache: RenderCache | None = None,
+        degradation: SamplePipeline | None = None,
     ) -> None:
         super().__init__()
         if len(hr_size) != 2:
@@ -229,18 +249,13 @@ class SyntheticDefocus(Dataset):
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if len(focal_lengths) == 0 or len(focal_lengths) != len(focal_weights):
-            raise ValueError(
-                f"focal_lengths and focal_weights must be non-empty and of equal length, got "
-                f"{focal_lengths} and {focal_weights}"
-            )
-        weights = np.asarray(focal_weights, np.float64)
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(
-                f"focal_weights must be non-negative with a positive sum, got {focal_weights}"
-            )
         if max_coc is not None and max_coc <= 1:
             raise ValueError(f"max_coc must be > 1 pixel, got {max_coc}")
+        pipeline = (
+            SamplePipeline(DefocusBlur(), scale=scale) if degradation is None else degradation
+        )
+        if pipeline.scale != int(scale):
+            raise ValueError(f"the degradation's scale {pipeline.scale} differs from scale={scale}")
 
         self.num_samples = int(num_samples)
         self.hr_size = (height, width)
@@ -251,9 +266,10 @@ class SyntheticDefocus(Dataset):
         self.seed = int(seed)
         self.space_invariant_fraction = float(space_invariant_fraction)
         self.real_fraction = float(real_fraction)
+        self.pipeline = pipeline
         self.max_coc = float(max_coc) if max_coc is not None else default_max_coc(width)
-        self.focal_lengths = tuple(float(f) for f in focal_lengths)
-        self.focal_probabilities = weights / weights.sum()
+        if pipeline.is_defocus:
+            self.max_coc = pipeline.blur.resolve_max_coc(self.max_coc)
         if augment is True:
             augment = DefocusAugment(self.hr_size, self.scale, sigma_scaling=sigma_scaling)
         self.augment: Augment | None = augment if callable(augment) else None
@@ -267,8 +283,7 @@ class SyntheticDefocus(Dataset):
             self.space_invariant_fraction,
             self.real_fraction,
             self.max_coc,
-            self.focal_lengths,
-            tuple(self.focal_probabilities.tolist()),
+            repr(pipeline.blur),
             None if device is None else str(device),
         )
         if render_cache is None:
@@ -332,28 +347,33 @@ class SyntheticDefocus(Dataset):
             scene = stereo_motorcycle_scene(rng, self.hr_size)
         else:
             scene = generate_scene(rng, self.hr_size, self.num_classes)
-        focal = float(rng.choice(self.focal_lengths, p=self.focal_probabilities))
-        if self.is_space_invariant(index):
-            coc = round(float(rng.uniform(1.0, self.max_coc)), 1)
-            sigma = (coc - 1.0) / 4.0
-            blurred, blur = render_uniform_blur(scene.image, sigma, device=self.device)
-            focus = float("nan")
-        else:
-            focus = float(scene.depth.flat[int(rng.integers(scene.depth.size))])
-            blurred, blur = render_defocus(
-                scene.image, scene.depth, focal, focus, None, self.max_coc, device=self.device
+        invariant = self.is_space_invariant(index)
+        sharp = SceneInput(scene.image, scene.depth, scene.semantics)
+        blur = self.pipeline.blur
+        camera = None
+        if self.pipeline.is_defocus:
+            which = "invariant" if invariant else "variant"
+            camera = blur.camera.draw(rng, scene.depth, self.max_coc, which)
+            # The built-in data set blurs its space-invariant samples on SYNDOF's 29-px
+            # support whatever its max_coc (kept, so that its samples stay the same).
+            degraded = blur.render(
+                sharp, camera, not invariant, self.max_coc, support=SYNDOF_MAX_COC, record=False
             )
+        else:
+            degraded = self.pipeline.degrade(sharp, rng, invariant=invariant, max_coc=self.max_coc)
         rendered = RenderedSample(
             hr=scene.image,
-            hr_blurred=np.clip(np.asarray(blurred, np.float32), 0.0, 1.0),
-            blur=np.asarray(blur, np.float32),
+            hr_blurred=np.clip(np.asarray(degraded.image, np.float32), 0.0, 1.0),
+            maps=degraded.maps,
             seg=scene.semantics,
             depth=scene.depth,
-            space_invariant=self.is_space_invariant(index),
+            space_invariant=invariant,
             source=scene.source,
-            focal_length_mm=focal,
-            focus_distance_mm=focus,
+            focal_length_mm=math.nan if camera is None else camera.focal_length_mm,
+            focus_distance_mm=math.nan if camera is None else camera.focus_distance_mm,
         )
+        if "kernels" in rendered.maps:
+            return rendered  # k*k times the image: rendered again on each access
         if self._renders is not None:
             self._renders[key] = rendered
         return rendered
@@ -391,6 +411,11 @@ class SyntheticDefocus(Dataset):
             arrays = self.augment(rendered.record(), rng)
         else:
             arrays = record_to_sample(rendered.record(), self.scale)
+        if not self.pipeline.bicubic_only:
+            # the pipeline's own LR step replaces the bicubic one, from its own stream
+            stream = [self.seed, SPLITS[self.split], int(index), 3]
+            lr_rng = np.random.default_rng(stream if epoch is None else [*stream, int(epoch)])
+            arrays["lr"] = self.pipeline.to_lr(arrays["hr_blurred"], lr_rng)
         seg = np.asarray(arrays["seg"])
         bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= self.num_classes))
         if bad.any():
@@ -399,14 +424,15 @@ class SyntheticDefocus(Dataset):
                 f"outside [0, {self.num_classes}) and not the ignore index {IGNORE_INDEX}"
             )
         # Copies, so that in-place edits of a batch never reach the cache.
-        return {
+        item = {
             "lr": torch.from_numpy(
                 np.array(arrays["lr"].transpose(2, 0, 1), np.float32, order="C")
             ),
             "hr": torch.from_numpy(
                 np.array(arrays["hr"].transpose(2, 0, 1), np.float32, order="C")
             ),
-            "blur": torch.from_numpy(np.array(arrays["blur"], np.float32))[None],
-            "seg": torch.from_numpy(np.array(seg, np.int64)),
-            "depth": torch.from_numpy(np.array(arrays["depth"], np.float32))[None],
         }
+        item.update(maps_to_tensors({k: arrays[k] for k in rendered.maps}))
+        item["seg"] = torch.from_numpy(np.array(seg, np.int64))
+        item["depth"] = torch.from_numpy(np.array(arrays["depth"], np.float32))[None]
+        return item

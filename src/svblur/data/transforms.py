@@ -12,6 +12,7 @@ reproduces that for comparison.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,7 +20,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from svblur.degradation.resize import imresize
+from svblur.degradation.pipeline import Bicubic
 
 __all__ = ["DefocusAugment", "SigmaScaling", "record_to_sample"]
 
@@ -30,22 +31,18 @@ def record_to_sample(record: dict[str, np.ndarray], scale: int) -> dict[str, np.
     """Turn a rendered record into the numpy arrays of a sample (LR made from blurred HR).
 
     Args:
-        record: ``hr`` and ``hr_blurred`` ``(H, W, 3)`` float32, ``blur`` ``(H, W)``
-            float32 sigma, ``seg`` ``(H, W)`` integer labels, ``depth`` ``(H, W)`` mm.
+        record: ``hr`` and ``hr_blurred`` ``(H, W, 3)`` float32, ``seg`` ``(H, W)``
+            integer labels, ``depth`` ``(H, W)`` mm and the degradation's maps
+            (``blur`` ``(H, W)`` sigma, ``blur_mask`` ``(H, W)``, ``kernels``
+            ``(k*k, H, W)``).
         scale: Downsampling factor of the LR input.
 
     Returns:
         ``lr`` ``(H/scale, W/scale, 3)`` = ``clip(imresize(hr_blurred, 1/scale), 0, 1)``
-        plus ``hr``, ``blur``, ``seg``, ``depth`` unchanged.
+        (the pipeline's :class:`~svblur.degradation.pipeline.Bicubic`) plus the record's
+        other entries unchanged.
     """
-    lr = np.clip(imresize(record["hr_blurred"], 1.0 / scale), 0.0, 1.0).astype(np.float32)
-    return {
-        "lr": lr,
-        "hr": record["hr"],
-        "blur": record["blur"],
-        "seg": record["seg"],
-        "depth": record["depth"],
-    }
+    return {"lr": Bicubic(scale)(record["hr_blurred"]), **record}
 
 
 class DefocusAugment:
@@ -55,7 +52,10 @@ class DefocusAugment:
     the images are resized with bicubic interpolation (clipped to ``[0, 1]``), blur,
     labels and depth with nearest neighbour (no invented sigmas, classes or depths),
     then a random ``hr_size`` window is cropped. The blur map is multiplied by the zoom
-    (``"physical"``, default) or divided by it (``"released"``).
+    (``"physical"``, default) or divided by it (``"released"``). A ``blur_mask`` follows
+    like the labels. A kernel field (``kernels``) is flipped with its kernels mirrored
+    and cropped, but not zoomed (a zoom would need every kernel resampled): records with
+    one keep their scale (the zoom is still drawn, so the random stream is the same).
 
     Args:
         hr_size: ``(H, W)`` of the output; each must be divisible by ``scale``.
@@ -115,6 +115,8 @@ class DefocusAugment:
         out_h, out_w = self.hr_size
         flip = bool(rng.random() < self.flip_p)
         zoom = float(self.zooms[int(rng.integers(len(self.zooms)))])
+        if "kernels" in record:
+            zoom = 1.0
         new_h, new_w = max(out_h, round(in_h * zoom)), max(out_w, round(in_w * zoom))
         if (new_h, new_w) == (in_h, in_w):
             zoom = 1.0
@@ -135,18 +137,37 @@ class DefocusAugment:
             )
         steps.append(A.Crop(x_min=left, y_min=top, x_max=left + out_w, y_max=top + out_h))
         pipeline = A.Compose(steps, additional_targets={"hr_blurred": "image"})
-        out = pipeline(
-            image=record["hr"],
-            hr_blurred=record["hr_blurred"],
-            masks=[record["seg"].astype(np.uint8), record["blur"], record["depth"]],
-        )
-        seg, blur, depth = out["masks"]
+        mask_keys = ["seg", *(k for k in ("blur", "blur_mask") if k in record), "depth"]
+        masks = [record[k].astype(np.uint8) if k == "seg" else record[k] for k in mask_keys]
+        out = pipeline(image=record["hr"], hr_blurred=record["hr_blurred"], masks=masks)
+        maps = dict(zip(mask_keys, out["masks"]))
         factor = zoom if self.sigma_scaling == "physical" else 1.0 / zoom
         augmented = {
             "hr": np.clip(out["image"], 0.0, 1.0).astype(np.float32),
             "hr_blurred": np.clip(out["hr_blurred"], 0.0, 1.0).astype(np.float32),
-            "blur": (np.asarray(blur, np.float32) * factor).astype(np.float32),
-            "seg": np.asarray(seg).astype(np.int64),
-            "depth": np.asarray(depth, np.float32),
+            "seg": np.asarray(maps["seg"]).astype(np.int64),
+            "depth": np.asarray(maps["depth"], np.float32),
         }
+        if "blur" in maps:
+            augmented["blur"] = (np.asarray(maps["blur"], np.float32) * factor).astype(np.float32)
+        if "blur_mask" in maps:
+            augmented["blur_mask"] = np.asarray(maps["blur_mask"], np.float32)
+        if "kernels" in record:
+            augmented["kernels"] = _flip_and_crop_field(
+                record["kernels"], flip, (top, left, out_h, out_w)
+            )
         return record_to_sample(augmented, self.scale)
+
+
+def _flip_and_crop_field(
+    kernels: np.ndarray, flip: bool, window: tuple[int, int, int, int]
+) -> np.ndarray:
+    """A kernel field ``(k*k, H, W)`` after a horizontal flip (of the image and of every
+    kernel) and a crop ``(top, left, height, width)``."""
+    k = math.isqrt(kernels.shape[0])
+    field = kernels.reshape(k, k, *kernels.shape[1:])
+    if flip:
+        field = field[:, ::-1, :, ::-1]
+    top, left, height, width = window
+    field = field[:, :, top : top + height, left : left + width]
+    return np.ascontiguousarray(field.reshape(k * k, height, width), np.float32)

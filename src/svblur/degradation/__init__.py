@@ -1,5 +1,6 @@
 """Degradations: SYNDOF's depth-driven defocus, kernels and spatially variant kernel fields,
-noise and JPEG, the Real-ESRGAN second-order model, blur-map storage and resizing."""
+noise and JPEG, the Real-ESRGAN second-order model, the sample pipeline that combines them
+(:mod:`svblur.degradation.pipeline`), blur-map storage and resizing."""
 
 from .blur_map import blur_map_from_png, blur_map_to_png
 from .defocus import (
@@ -35,10 +36,40 @@ from .noise import (
     random_jpeg,
     random_poisson_noise,
 )
+from .pca import KernelPCA
+from .pipeline import (
+    SAMPLE_KEYS,
+    SYNDOF_MAX_COC,
+    Bicubic,
+    Camera,
+    CameraPrior,
+    DefocusBlur,
+    Degradation,
+    Degraded,
+    GaussianFieldBlur,
+    MotionFieldBlur,
+    PartialBlur,
+    SamplePipeline,
+    SceneInput,
+)
 from .resize import imresize
 from .second_order import SecondOrderDegradation, degrade_second_order
 
 __all__ = [
+    "SAMPLE_KEYS",
+    "SYNDOF_MAX_COC",
+    "Bicubic",
+    "Camera",
+    "CameraPrior",
+    "DefocusBlur",
+    "Degradation",
+    "Degraded",
+    "GaussianFieldBlur",
+    "KernelPCA",
+    "MotionFieldBlur",
+    "PartialBlur",
+    "SamplePipeline",
+    "SceneInput",
     "SecondOrderDegradation",
     "add_gaussian_noise",
     "add_poisson_noise",

@@ -12,11 +12,12 @@ from .functional import (
     blur_psnr,
     blur_ssim,
     confusion_matrix,
+    kernel_l1,
     mean_iou,
     miou_from_confusion,
     normalize_blur,
 )
-from .metrics import BlurPSNR, BlurSSIM, MeanIoU
+from .metrics import BlurPSNR, BlurSSIM, KernelL1, MeanIoU
 from .sr import SRPSNR, SRSSIM, psnr_rgb, psnr_y, rgb_to_y, ssim_rgb, ssim_y
 
 __all__ = [
@@ -26,11 +27,13 @@ __all__ = [
     "BlurPSNR",
     "BlurSSIM",
     "BoundaryBlurError",
+    "KernelL1",
     "MeanIoU",
     "blur_psnr",
     "blur_ssim",
     "boundary_blur_error",
     "confusion_matrix",
+    "kernel_l1",
     "depth_boundary_mask",
     "depth_discontinuities",
     "mean_iou",

@@ -26,6 +26,7 @@ __all__ = [
     "blur_psnr",
     "blur_ssim",
     "confusion_matrix",
+    "kernel_l1",
     "mean_iou",
     "miou_from_confusion",
     "normalize_blur",
@@ -128,3 +129,21 @@ def mean_iou(
 ) -> torch.Tensor:
     """mIoU of one batch, see :func:`miou_from_confusion`."""
     return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def kernel_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image kernel-field error: the mean over pixels of ``sum_taps |pred - target|``.
+
+    Args:
+        pred: Estimated kernels ``(B, k*k, H, W)``, each pixel's summing to 1.
+        target: Ground-truth kernels, same shape.
+
+    Returns:
+        ``(B,)`` float32, 0 for equal fields, 2 for kernels with disjoint supports.
+    """
+    if pred.shape != target.shape or pred.dim() != 4:
+        raise ValueError(
+            f"kernel_l1 expects two (B, k*k, H, W) fields of one shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    return (pred.float() - target.float()).abs().sum(dim=1).flatten(1).mean(dim=1)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from .functional import IGNORE_INDEX, blur_psnr, blur_ssim, confusion_matrix, miou_from_confusion
+from .functional import (
+    IGNORE_INDEX,
+    blur_psnr,
+    blur_ssim,
+    confusion_matrix,
+    kernel_l1,
+    miou_from_confusion,
+)
 
 
 class PerImageMean(Metric):
@@ -84,3 +91,13 @@ class MeanIoU(Metric):
 
     def compute(self) -> torch.Tensor:
         return miou_from_confusion(self.confmat).float()
+
+
+class KernelL1(PerImageMean):
+    """Kernel-field error (:func:`~svblur.metrics.functional.kernel_l1`), mean over images;
+    lower is better."""
+
+    higher_is_better = False
+
+    def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return kernel_l1(pred, target)

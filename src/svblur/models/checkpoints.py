@@ -13,7 +13,6 @@ training config.
 from __future__ import annotations
 
 import importlib
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from svblur.errors import InputError
-from svblur.io import atomic_path
+from svblur.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    InputError,
+)
+from svblur.io import atomic_path, read_checkpoint
 
 from .convert import (
     detect_official_kind,
@@ -61,50 +65,6 @@ _KIND_BY_SYSTEM = {
     "NonBlindSRTask": "non_blind_sr",
     "BlindSRTask": "blind_sr",
 }
-
-
-class CheckpointError(InputError):
-    """A file is not a usable checkpoint: missing, truncated, or not a checkpoint at all."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """A checkpoint does not fit the model it is loaded into (keys or shapes differ)."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint file at the path (also a ``FileNotFoundError``)."""
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """The object saved in a checkpoint file, loaded safely (``weights_only=True``).
-
-    Raises:
-        CheckpointError: The file is missing, a folder, truncated or corrupt, not written
-            by ``torch.save``, or holds objects that a safe load refuses.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(
-            f"{path}: no such file (expected a checkpoint, .ckpt or .pth)"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.ckpt or .pth)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):
-            raise CheckpointError(
-                f"{path}: holds Python objects other than tensors and plain containers; svblur "
-                "reads checkpoints with weights_only=True and does not load it (expected a "
-                "state dict or a Lightning checkpoint)"
-            ) from None
-        reason = "not a PyTorch checkpoint"
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
-        reason = "empty" if path.stat().st_size == 0 else type(error).__name__
-    raise CheckpointError(
-        f"{path}: cannot be read as a PyTorch checkpoint ({reason}: truncated, corrupt, or "
-        "another kind of file); expected a file written by torch.save"
-    )
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:

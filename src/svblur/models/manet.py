@@ -141,11 +141,18 @@ class MANet(nn.Module):
         splits: Channel groups of every MAConv.
         reduction: Reduction of the MAConvs' affine networks.
         scale: Upscaling of the output relative to the input (the SR factor).
+        output: ``"blur"``: one sigma per HR pixel (bilinear upscaling); ``"kernels"``:
+            MANet's own head, a ``kernel_size**2``-channel conv at LR size, a softmax over
+            the channels (each pixel's kernel sums to 1) and nearest upscaling by
+            ``scale``, for spatially variant kernel fields (Gaussian, motion).
+        kernel_size: Odd kernel side ``k`` of ``output="kernels"`` (MANet: 21).
 
     Shape:
         Input ``(B, in_channels, h, w)`` in ``[0, 1]``, any ``h, w >= 1`` (padded internally
         to a multiple of ``2 ** (len(channels) - 1)``, output cropped back). Output
-        ``{"blur": (B, 1, scale * h, scale * w)}``, sigma in HR pixels.
+        ``{"blur": (B, 1, scale * h, scale * w)}``, sigma in HR pixels, or ``{"kernels":
+        (B, k*k, scale * h, scale * w)}`` (row-major kernels, as
+        :func:`svblur.degradation.apply_kernel_field` takes them).
     """
 
     def __init__(
@@ -156,8 +163,16 @@ class MANet(nn.Module):
         splits: int = 2,
         reduction: int = 2,
         scale: int = 4,
+        output: str = "blur",
+        kernel_size: int = 21,
     ) -> None:
         super().__init__()
+        if output not in ("blur", "kernels"):
+            raise ValueError(f"output must be 'blur' or 'kernels', got {output!r}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        self.output = output
+        self.kernel_size = int(kernel_size)
         channels = [int(c) for c in channels]
         num_blocks = [int(n) for n in num_blocks]
         if not channels or len(num_blocks) != len(channels):
@@ -182,17 +197,19 @@ class MANet(nn.Module):
             nn.ConvTranspose2d(channels[i + 1], channels[i], 4, 2, 1) for i in range(levels - 1)
         )
         self.decoder = nn.ModuleList(blocks(channels[i], num_blocks[i]) for i in range(levels - 1))
-        self.tail = nn.Conv2d(channels[0], 1, 3, padding=1)
+        out_channels = 1 if output == "blur" else self.kernel_size**2
+        self.tail = nn.Conv2d(channels[0], out_channels, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Estimate the blur sigma map of ``lr``.
+        """Estimate the blur sigma map (or the kernel field) of ``lr``.
 
         Args:
             lr: ``(B, 3, h, w)`` RGB in ``[0, 1]``.
 
         Returns:
-            ``{"blur": (B, 1, scale * h, scale * w)}``.
+            ``{"blur": (B, 1, scale * h, scale * w)}`` or ``{"kernels": (B, k*k, scale * h,
+            scale * w)}``.
         """
         if lr.dim() != 4:
             raise ValueError(
@@ -211,6 +228,9 @@ class MANet(nn.Module):
                 x = self.relu(self.down[i](x))
         for i in reversed(range(len(self.up))):
             x = self.decoder[i](self.relu(self.up[i](x)) + skips[i])
-        sigma = self.tail(x)[..., :h, :w]
-        blur = F.interpolate(sigma, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        out = self.tail(x)[..., :h, :w]
+        if self.output == "kernels":
+            kernels = out.softmax(dim=1)
+            return {"kernels": F.interpolate(kernels, scale_factor=self.scale, mode="nearest")}
+        blur = F.interpolate(out, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return {"blur": blur}

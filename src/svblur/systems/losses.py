@@ -6,14 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svblur.metrics import IGNORE_INDEX
+from svblur.metrics import IGNORE_INDEX, kernel_l1
 
 
 class BlurSemanticsLoss(nn.Module):
-    """``aux_weight * (L1(aux_blur) + CE(aux_seg)) + L1(blur) + CE(seg)``.
+    """``aux_weight * (L1(aux_blur) + CE(aux_seg)) + L1(blur) + CE(seg) + kernel L1``.
 
-    Terms are added for the tasks present in the network output; the cross
-    entropy ignores ``ignore_index``. Losses are computed in float32 whatever the
+    Terms are added for the tasks present in both the network output and the batch (a
+    batch without labels, e.g. a folder of photos, trains the blur head alone); the cross
+    entropy ignores ``ignore_index``; kernel fields (``kernels``, MANet's kernel head)
+    are compared with :func:`svblur.metrics.kernel_l1` (mean over the batch). Losses are computed in float32 whatever the
     autocast precision.
 
     Args:
@@ -33,23 +35,31 @@ class BlurSemanticsLoss(nn.Module):
     def forward(
         self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """Return each term (keys ``blur``, ``seg``, ``aux_blur``, ``aux_seg``) and ``total``.
+        """Return each term (keys ``blur``, ``seg``, ``aux_blur``, ``aux_seg``,
+        ``kernels``) and ``total``.
 
         Args:
-            outputs: Network outputs; ``blur`` ``(B, 1, H, W)``, ``seg`` ``(B, K, H, W)``.
-            batch: Targets; ``blur`` ``(B, 1, H, W)``, ``seg`` ``(B, H, W)`` int64.
+            outputs: Network outputs; ``blur`` ``(B, 1, H, W)``, ``seg`` ``(B, K, H, W)``,
+                ``kernels`` ``(B, k*k, H, W)``.
+            batch: Targets; ``blur`` ``(B, 1, H, W)``, ``seg`` ``(B, H, W)`` int64,
+                ``kernels`` ``(B, k*k, H, W)``.
         """
-        if not any(k in outputs for k in ("blur", "seg")):
-            raise KeyError(f"network outputs hold neither 'blur' nor 'seg': {sorted(outputs)}")
+        supervised = [k for k in ("blur", "seg", "kernels") if k in outputs and k in batch]
+        if not supervised:
+            raise KeyError(
+                f"no network output has a target in the batch: outputs {sorted(outputs)}, "
+                f"batch {sorted(batch)}; choose a model that predicts what the degradation "
+                "provides (e.g. model=manet_kernel for kernel fields)"
+            )
         terms: dict[str, torch.Tensor] = {}
         for prefix, weight in (("", 1.0), ("aux_", self.aux_weight)):
             if prefix and not self.use_aux:
                 continue
-            if prefix + "blur" in outputs:
+            if prefix + "blur" in outputs and "blur" in batch:
                 pred = outputs[prefix + "blur"].float()
                 self._check_shape(prefix + "blur", pred, batch["blur"])
                 terms[prefix + "blur"] = weight * F.l1_loss(pred, batch["blur"].float())
-            if prefix + "seg" in outputs:
+            if prefix + "seg" in outputs and "seg" in batch:
                 logits = outputs[prefix + "seg"].float()
                 self._check_shape(prefix + "seg", logits[:, 0], batch["seg"])
                 # Mean over labelled pixels; 0 (not NaN) for a batch with none (e.g. the
@@ -59,6 +69,9 @@ class BlurSemanticsLoss(nn.Module):
                 )
                 labelled = (batch["seg"] != self.ignore_index).sum().clamp(min=1)
                 terms[prefix + "seg"] = weight * ce / labelled
+        if "kernels" in supervised:
+            self._check_shape("kernels", outputs["kernels"], batch["kernels"])
+            terms["kernels"] = kernel_l1(outputs["kernels"], batch["kernels"]).mean()
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from svblur.metrics import BlurPSNR, BlurSSIM, BoundaryBlurError, MeanIoU
+from svblur.metrics import BlurPSNR, BlurSSIM, BoundaryBlurError, KernelL1, MeanIoU
 
 from .base import TrainingSystem
 from .losses import BlurSemanticsLoss
@@ -83,6 +83,8 @@ class BlurSemanticsTask(TrainingSystem):
                     "psnr", region="boundary", blur_norm=self.hparams.blur_norm
                 ),
                 "seg/miou": MeanIoU(self.hparams.num_classes),
+                # kernel fields (MANet's kernel head on Gaussian / motion degradations)
+                "kernels/l1": KernelL1(),
             }
         )
 
@@ -116,7 +118,9 @@ class BlurSemanticsTask(TrainingSystem):
         self, group: str, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
     ) -> None:
         metrics = self.metrics[group]
-        if "blur" in outputs:
+        if "kernels" in outputs and "kernels" in batch:
+            metrics["kernels/l1"].update(outputs["kernels"].float(), batch["kernels"])
+        if "blur" in outputs and "blur" in batch:
             metrics["blur/psnr"].update(outputs["blur"].float(), batch["blur"])
             metrics["blur/ssim"].update(outputs["blur"].float(), batch["blur"])
             metrics["blur/mae"].update(outputs["blur"].float(), batch["blur"])
@@ -124,7 +128,7 @@ class BlurSemanticsTask(TrainingSystem):
             if depth is not None and depth.shape == batch["blur"].shape:
                 for name in ("blur/boundary_mae", "blur/boundary_psnr"):
                     metrics[name].update(outputs["blur"].float(), batch["blur"], depth)
-        if "seg" in outputs:
+        if "seg" in outputs and "seg" in batch:
             metrics["seg/miou"].update(outputs["seg"].float(), batch["seg"])
 
     def in_progress_bar(self, name: str) -> bool:
@@ -152,14 +156,18 @@ class BlurSemanticsTask(TrainingSystem):
     def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
         if self.trainer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
+        blur = "blur" in outputs and "blur" in batch
+        seg = "seg" in outputs and "seg" in batch
+        if not (blur or seg):
+            return  # e.g. a kernel field: no map to draw
         n = min(self.hparams.log_images, batch["lr"].shape[0])
-        blur_vmax = float(batch["blur"][:n].max().clamp(min=1.0))
+        blur_vmax = float(batch["blur"][:n].max().clamp(min=1.0)) if blur else 1.0
         panel = prediction_panel(
             batch["lr"][:n],
-            batch["blur"][:n] if "blur" in outputs else None,
-            outputs["blur"][:n] if "blur" in outputs else None,
-            batch["seg"][:n] if "seg" in outputs else None,
-            outputs["seg"][:n] if "seg" in outputs else None,
+            batch["blur"][:n] if blur else None,
+            outputs["blur"][:n] if blur else None,
+            batch["seg"][:n] if seg else None,
+            outputs["seg"][:n] if seg else None,
             self.hparams.num_classes,
             blur_vmax,
         )

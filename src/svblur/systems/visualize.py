@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -76,3 +78,60 @@ def prediction_panel(
         ]
     rows = torch.cat([t.cpu() for t in tiles], dim=-1)  # (B, 3, H, n*W)
     return torch.cat(list(rows), dim=-2)
+
+
+def kernel_field_picture(
+    image: torch.Tensor,
+    kernels: torch.Tensor | Callable[[int, int], torch.Tensor],
+    cells: int = 8,
+    dim: float = 0.45,
+) -> torch.Tensor:
+    """The kernel field drawn over its image: a grid of kernels, each at its pixel.
+
+    The image is dimmed; at ``cells x cells`` evenly spread pixels the local kernel's
+    whole ``k x k`` window is drawn (outlined), enlarged by the same factor everywhere to
+    fill most of its grid cell, so kernel sizes compare across the image; each kernel is
+    scaled to its own peak, in a white-hot colour ramp over the image.
+
+    Args:
+        image: ``(3, H, W)`` in ``[0, 1]``.
+        kernels: ``(k*k, H, W)`` field (row-major kernels), or a function ``(y, x) ->
+            (k, k)`` kernel (to draw a field never stored whole, e.g. Gaussians of a
+            sigma map).
+        cells: Kernels per row and per column.
+        dim: Brightness of the image under the kernels.
+
+    Returns:
+        ``(3, H, W)`` float image in ``[0, 1]``.
+    """
+    _, height, width = image.shape
+    if isinstance(kernels, torch.Tensor):
+        field = kernels
+        k = round(field.shape[0] ** 0.5)
+        if k * k != field.shape[0] or field.shape[1:] != (height, width):
+            raise ValueError(
+                f"kernels must be (k*k, H, W) of the image's size, got {tuple(field.shape)}"
+            )
+
+        def kernel_at(y: int, x: int) -> torch.Tensor:
+            return field[:, y, x].reshape(k, k)
+    else:
+        kernel_at = kernels
+    canvas = image.float().clamp(0, 1) * dim
+    cell_h, cell_w = height // cells, width // cells
+    size = max(1, min(cell_h, cell_w) - 2)
+    for row in range(cells):
+        for col in range(cells):
+            y, x = row * cell_h + cell_h // 2, col * cell_w + cell_w // 2
+            kernel = torch.as_tensor(kernel_at(y, x)).float()[None, None]
+            kernel = kernel / kernel.max().clamp(min=1e-12)
+            patch = F.interpolate(kernel, size=(size, size), mode="nearest")[0, 0]
+            top, left = y - size // 2, x - size // 2
+            glow = torch.stack([patch.clamp(max=1), (patch * 1.5 - 0.3).clamp(0, 1), patch**3])
+            region = canvas[:, top : top + size, left : left + size]
+            weight = patch.clamp(0, 1)[None]
+            region = region * (1 - weight) + glow * weight
+            for edge in (region[:, 0, :], region[:, -1, :], region[:, :, 0], region[:, :, -1]):
+                edge.mul_(0.5).add_(0.25)  # a faint frame: the k x k window
+            canvas[:, top : top + size, left : left + size] = region
+    return canvas.clamp(0, 1)

@@ -15,7 +15,6 @@ from .common import (
     invariant_masks,
     render_sample,
     run_build,
-    sample_camera,
     verify_manifest,
 )
 from .nyuv2 import NYUv2Mat, build_nyuv2, load_class_map, load_nyuv2_splits
@@ -37,6 +36,5 @@ __all__ = [
     "load_nyuv2_splits",
     "render_sample",
     "run_build",
-    "sample_camera",
     "verify_manifest",
 ]

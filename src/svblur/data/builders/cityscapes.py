@@ -16,12 +16,12 @@ CREStereo ones the authors used) can be named with ``disparity_folder``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from svblur.degradation.pipeline import CameraPrior
 from svblur.io import ImageMode, read_image
 
 from .common import BuildConfig, BuildSummary, RawSample, make_jobs, run_build
@@ -125,8 +125,7 @@ def build_cityscapes(
     seed: int = 0,
     max_coc: float = 29.0,
     invariant_fraction: float = 0.2,
-    focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-    focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
+    camera: CameraPrior | None = None,
     workers: int = 1,
     progress: bool = False,
     limit: int | None = None,
@@ -147,8 +146,7 @@ def build_cityscapes(
         seed: Build seed.
         max_coc: Largest CoC in pixels.
         invariant_fraction: Share of space-invariant images per split / group.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their weights.
+        camera: The camera prior (default: SYNDOF's, :class:`~svblur.degradation.CameraPrior`).
         workers: Worker processes.
         progress: Show a progress bar.
         limit: Build only the first ``limit`` images of each split.
@@ -167,8 +165,7 @@ def build_cityscapes(
         seed=int(seed),
         max_coc=float(max_coc),
         invariant_fraction=float(invariant_fraction),
-        focal_lengths=tuple(float(f) for f in focal_lengths),
-        focal_weights=tuple(float(w) for w in focal_weights),
+        camera=CameraPrior() if camera is None else camera,
         source={
             "train_split": train_split,
             "test_split": test_split,

@@ -37,9 +37,8 @@ import cv2
 import numpy as np
 import torch
 
-from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
-from svblur.degradation.defocus import decompose_layers
-from svblur.degradation.resize import imresize
+from svblur.degradation import fill_invalid_depth
+from svblur.degradation.pipeline import Bicubic, Camera, CameraPrior, DefocusBlur, SceneInput
 from svblur.io import atomic_write_bytes, remove_temporaries
 
 __all__ = [
@@ -55,7 +54,6 @@ __all__ = [
     "invariant_masks",
     "render_sample",
     "run_build",
-    "sample_camera",
     "sha256_file",
 ]
 
@@ -98,8 +96,7 @@ class BuildConfig:
         scale: LR factor (folder ``LRx{scale}``).
         max_coc: Largest circle of confusion in HR pixels (SYNDOF: 29); also the
             largest CoC of space-invariant samples.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their sampling weights (normalised).
+        camera: The camera prior (focal lengths and their weights).
         invariant_fraction: Share of space-invariant images in each split / test group
             (``floor(n * fraction)`` images). The paper's Table 1 has 159 of 795 train
             and 130 of 654 test images, i.e. 0.2 (one invariant image per four
@@ -111,8 +108,7 @@ class BuildConfig:
     seed: int = 0
     scale: int = 4
     max_coc: float = 29.0
-    focal_lengths: tuple[float, ...] = (50.0, 70.0, 85.0)
-    focal_weights: tuple[float, ...] = (0.1, 0.4, 0.4)
+    camera: CameraPrior = field(default_factory=CameraPrior)
     invariant_fraction: float = 0.2
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -123,67 +119,13 @@ class BuildConfig:
             raise ValueError(f"max_coc must be > 1 pixel, got {self.max_coc}")
         if not 0.0 <= self.invariant_fraction <= 1.0:
             raise ValueError(f"invariant_fraction must be in [0, 1], got {self.invariant_fraction}")
-        if len(self.focal_lengths) == 0 or len(self.focal_lengths) != len(self.focal_weights):
-            raise ValueError("focal_lengths and focal_weights must be non-empty, equal length")
-        if min(self.focal_weights) < 0 or sum(self.focal_weights) <= 0:
-            raise ValueError(
-                f"focal_weights must be >= 0 with a positive sum: {self.focal_weights}"
-            )
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["focal_lengths"] = list(self.focal_lengths)
-        data["focal_weights"] = list(self.focal_weights)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        camera = data.pop("camera")
+        data["focal_lengths"] = list(camera.focal_lengths)
+        data["focal_weights"] = list(camera.focal_weights)
         return data
-
-
-@dataclass(frozen=True)
-class Camera:
-    """A camera draw of one sample.
-
-    Both the thin-lens camera and the space-invariant blur are drawn for every sample,
-    so that the five test groups differ only in which one is used.
-
-    Attributes:
-        focal_length_mm: Focal length ``f``.
-        focus_distance_mm: Focus distance, a depth of the scene (before any shift).
-        invariant_coc: CoC (px, 0.1 grid) of the space-invariant variant.
-    """
-
-    focal_length_mm: float
-    focus_distance_mm: float
-    invariant_coc: float
-
-    @property
-    def invariant_sigma(self) -> float:
-        return (self.invariant_coc - 1.0) / 4.0
-
-
-def sample_camera(
-    rng: np.random.Generator,
-    depth_mm: np.ndarray,
-    max_coc: float,
-    focal_lengths: Sequence[float] = (50.0, 70.0, 85.0),
-    focal_weights: Sequence[float] = (0.1, 0.4, 0.4),
-) -> Camera:
-    """Draw SYNDOF's camera: focal length by weight, focus on the depth of a random pixel.
-
-    Args:
-        rng: The sample's generator.
-        depth_mm: Valid depth ``(H, W)`` in mm.
-        max_coc: Largest CoC in pixels.
-        focal_lengths: Candidate focal lengths in mm.
-        focal_weights: Their weights.
-
-    Returns:
-        The :class:`Camera` (and the CoC of the space-invariant variant, uniform on
-        ``[1, max_coc]`` rounded to 0.1 px).
-    """
-    weights = np.asarray(focal_weights, np.float64)
-    focal = float(rng.choice(np.asarray(focal_lengths, np.float64), p=weights / weights.sum()))
-    focus = float(depth_mm.flat[int(rng.integers(depth_mm.size))])
-    coc = round(float(rng.uniform(1.0, max_coc)), 1)
-    return Camera(focal, focus, coc)
 
 
 def invariant_masks(n: int, fraction: float, seed: int, groups: int) -> np.ndarray:
@@ -213,20 +155,6 @@ def invariant_masks(n: int, fraction: float, seed: int, groups: int) -> np.ndarr
     return masks
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """Rendered variants of one sample (numpy, HWC float32 in [0, 1])."""
-
-    lr: np.ndarray
-    blur: np.ndarray
-    meta: dict[str, Any]
-
-
-def _lr_from(blurred: np.ndarray, scale: int) -> np.ndarray:
-    lr = imresize(np.asarray(blurred, np.float32), 1.0 / scale)
-    return np.clip(lr, 0.0, 1.0).astype(np.float32)
-
-
 def render_sample(
     image: np.ndarray,
     depth_mm: np.ndarray,
@@ -235,69 +163,15 @@ def render_sample(
     max_coc: float,
     scale: int,
     *,
-    device: str | torch.device | None = None,
-) -> Rendered:
-    """Render one variant of a sample: defocused LR input, blur map and the camera record.
-
-    Args:
-        image: Sharp RGB ``(H, W, 3)`` float32 in ``[0, 1]``.
-        depth_mm: Valid depth ``(H, W)`` in mm.
-        camera: The sample's camera.
-        space_variant: Thin-lens defocus (``True``) or one Gaussian (``False``).
-        max_coc: Largest CoC in pixels.
-        scale: LR factor.
-        device: Torch device of the renderer.
-
-    Returns:
-        LR ``(H/s, W/s, 3)``, blur map ``(H, W)`` sigma, and the metadata of the camera
-        (``f_number``, ``depth_shift_mm`` ... for space-variant samples, ``sigma`` for
-        space-invariant ones).
-    """
-    width = image.shape[1]
-    if space_variant:
-        layers = decompose_layers(
-            np.asarray(depth_mm, np.float64),
-            width,
-            camera.focal_length_mm,
-            camera.focus_distance_mm,
-            None,
-            max_coc,
-        )
-        blurred, blur = render_defocus(
-            image,
-            depth_mm,
-            camera.focal_length_mm,
-            camera.focus_distance_mm,
-            layers.f_number,
-            max_coc,
-            device=device,
-        )
-        meta = {
-            "space_variant": True,
-            "focal_length_mm": camera.focal_length_mm,
-            "f_number": layers.f_number,
-            "focus_distance_mm": camera.focus_distance_mm,
-            "depth_shift_mm": layers.shift,
-            "sigma": None,
-        }
-    else:
-        blurred, blur = render_uniform_blur(
-            image, camera.invariant_sigma, max_coc=max_coc, device=device
-        )
-        meta = {
-            "space_variant": False,
-            "focal_length_mm": None,
-            "f_number": None,
-            "focus_distance_mm": None,
-            "depth_shift_mm": None,
-            "sigma": camera.invariant_sigma,
-        }
-    meta["max_coc"] = max_coc
-    blurred = np.asarray(blurred, np.float32)
-    return Rendered(_lr_from(blurred, scale), np.asarray(blur, np.float32), meta)
+    device: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Render one variant of a camera draw with the sample pipeline's defocus and bicubic
+    steps: LR ``(H/s, W/s, 3)``, blur map ``(H, W)`` sigma and the camera record."""
+    blur = DefocusBlur(device=device)
+    degraded = blur.render(SceneInput(image, depth_mm), camera, space_variant, max_coc)
+    return Bicubic(scale)(degraded.image), degraded.maps["blur"], degraded.meta
 
 
-# --------------------------------------------------------------------------- files
 def encode_blur_png(sigma: np.ndarray) -> bytes:
     """PNG bytes of a blur map in the released format (uint16, 3 equal channels, x10)."""
     scaled = np.floor(np.asarray(sigma, np.float64) * 10.0 + 0.5)
@@ -391,16 +265,11 @@ def process_job(source: RawSource, job: Job, config: BuildConfig, out: Path) -> 
     depth = np.asarray(fill_invalid_depth(depth), np.float64)
     image = image_u8.astype(np.float32) / np.float32(255.0)
     seed = [config.seed, SPLIT_CODES[job.split], job.position]
-    camera = sample_camera(
-        np.random.default_rng(seed),
-        depth,
-        config.max_coc,
-        config.focal_lengths,
-        config.focal_weights,
-    )
-    variants: dict[bool, Rendered] = {}
-    for invariant in sorted(set(job.invariant)):
-        variants[invariant] = render_sample(image, depth, camera, not invariant, config.max_coc, s)
+    camera = config.camera.draw(np.random.default_rng(seed), depth, config.max_coc)
+    variants = {
+        invariant: render_sample(image, depth, camera, not invariant, config.max_coc, s)
+        for invariant in sorted(set(job.invariant))
+    }
 
     files: dict[str, str] = {}
     name = f"{job.name}.png"
@@ -416,9 +285,9 @@ def process_job(source: RawSource, job: Job, config: BuildConfig, out: Path) -> 
         [("train", "train")] if job.split == "train" else [(g, f"val/{g}") for g in GROUP_NAMES]
     )
     for (group, folder), invariant in zip(outputs, job.invariant):
-        rendered = variants[invariant]
-        put(f"{folder}/LRx{s}/{name}", _rgb_png(_to_u8(rendered.lr)))
-        put(f"{folder}/blur/{name}", encode_blur_png(rendered.blur))
+        lr, blur, meta = variants[invariant]
+        put(f"{folder}/LRx{s}/{name}", _rgb_png(_to_u8(lr)))
+        put(f"{folder}/blur/{name}", encode_blur_png(blur))
         lines.append(
             {
                 "split": job.split,
@@ -427,7 +296,7 @@ def process_job(source: RawSource, job: Job, config: BuildConfig, out: Path) -> 
                 "source": str(job.key),
                 "height": height,
                 "width": width,
-                **rendered.meta,
+                **meta,
                 "seed": seed,
             }
         )
