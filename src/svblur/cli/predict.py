@@ -39,7 +39,7 @@ from svblur.experiments.training import apply_extras, require
 from svblur.inference import TiledPredictor
 from svblur.io import IMAGE_SUFFIXES, atomic_path, read_image
 from svblur.models.checkpoints import LoadedNetwork, load_network
-from svblur.systems.visualize import colorize_scalar, palette
+from svblur.systems.visualize import colorize_scalar, kernel_field_picture, palette
 
 from ._common import CONFIG_PATH, exit_on_input_error, run_hydra_app
 
@@ -102,9 +102,13 @@ def save_outputs(
     stem: str,
     num_classes: int | None,
     blur_vmax: float | None,
+    lr: torch.Tensor | None = None,
+    scale: int = 4,
 ) -> list[Path]:
-    """Write what ``result`` holds of one image: SR image, blur map (colour + uint16 x10)
-    and class map; each file appears complete or not at all."""
+    """Write what ``result`` holds of one image: SR image, blur map (colour + uint16 x10),
+    class map and a picture of an estimated kernel field (``kernels`` ``(k*k, h, w)`` on
+    the LR grid of ``lr``, drawn over the SR image, or the LR image enlarged); each file
+    appears complete or not at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if "sr" in result:
@@ -132,6 +136,29 @@ def save_outputs(
         path = out_dir / f"{stem}_seg.png"
         with atomic_path(path) as temp:
             seg.save(temp, format="PNG")
+        written.append(path)
+    if "kernels" in result:
+        kernels = result["kernels"]
+        k = round(kernels.shape[0] ** 0.5)
+        if "sr" in result:
+            image = result["sr"].clamp(0, 1)
+        elif lr is not None:
+            image = torch.nn.functional.interpolate(lr[None], scale_factor=scale)[0].clamp(0, 1)
+        else:
+            image = torch.zeros(3, *kernels.shape[1:])
+        step_y = max(1, image.shape[1] // kernels.shape[1])
+        step_x = max(1, image.shape[2] // kernels.shape[2])
+
+        def kernel_at(y: int, x: int) -> torch.Tensor:
+            row = min(y // step_y, kernels.shape[1] - 1)
+            col = min(x // step_x, kernels.shape[2] - 1)
+            return kernels[:, row, col].reshape(k, k)
+
+        picture = kernel_field_picture(image, kernel_at, cells=6)
+        array = (picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path = out_dir / f"{stem}_kernels.png"
+        with atomic_path(path) as temp:
+            Image.fromarray(array).save(temp, format="PNG")
         written.append(path)
     return written
 
@@ -205,7 +232,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     def run(lr: torch.Tensor) -> dict[str, torch.Tensor]:
         out = net(lr)
-        return {key: out[key] for key in ("sr", "blur", "seg") if key in out}
+        maps = {key: out[key] for key in ("sr", "blur", "seg") if key in out}
+        if "kernels" in out:  # on the LR grid (a head that upscaled by nearest: subsample)
+            kernels = out["kernels"]
+            step = kernels.shape[-1] // lr.shape[-1]
+            maps["kernels"] = kernels[..., ::step, ::step] if step > 1 else kernels
+        return maps
 
     predictor = TiledPredictor(
         run,
@@ -215,6 +247,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         device=device,
         precision=str(cfg.precision),
         min_tile_size=int(cfg.min_tile_size),
+        lr_keys=("kernels",),
     )
     summary: dict[str, Any] = {
         "kind": loaded.kind,
@@ -235,7 +268,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         try:
             t0 = time.perf_counter()
             result = predictor(lr)
-            save_outputs(result, out_dir, stems[path], num_classes, cfg.blur_vmax)
+            save_outputs(
+                result, out_dir, stems[path], num_classes, cfg.blur_vmax, lr=lr[0], scale=scale
+            )
         except Exception as err:  # one bad image must not abort the batch
             log.exception("failed on %s", path.name)
             summary["failed"][path.name] = f"{type(err).__name__}: {err}"

@@ -6,7 +6,10 @@
   :class:`CityscapesBSRDataModule`, checked by :func:`validate_bsr_root`).
 - On-the-fly defocus: a new camera per draw over raw RGB-D data
   (:class:`OnTheFlyDefocusDataModule` over :class:`NYUv2RGBD`, :class:`CityscapesRGBD` or
-  :class:`RGBDFolder`).
+  :class:`RGBDFolder`), or any folder of images (:class:`ImageFolder`), with any
+  degradation of :mod:`svblur.degradation.pipeline`.
+- Real motion blur: GoPro and REDS (:class:`MotionSRDataModule` over :class:`GoProPairs`
+  / :class:`REDSPairs`).
 
 :data:`IGNORE_INDEX` is :data:`svblur.metrics.IGNORE_INDEX`, the label of unlabelled pixels.
 """
@@ -20,6 +23,13 @@ from svblur.data.bsr import (
     validate_bsr_root,
 )
 from svblur.data.datamodule import DefocusDataModule
+from svblur.data.motion import (
+    GoProPairs,
+    MotionDataError,
+    MotionSRDataModule,
+    MotionSRDataset,
+    REDSPairs,
+)
 from svblur.data.onthefly import (
     CityscapesRGBD,
     ImageFolder,
@@ -43,11 +53,16 @@ __all__ = [
     "CityscapesRGBD",
     "DefocusAugment",
     "DefocusDataModule",
+    "GoProPairs",
     "ImageFolder",
+    "MotionDataError",
+    "MotionSRDataModule",
+    "MotionSRDataset",
     "NYUv2BSRDataModule",
     "NYUv2RGBD",
     "OnTheFlyDefocusDataModule",
     "OnTheFlyDefocusDataset",
+    "REDSPairs",
     "RGBDFolder",
     "Scene",
     "SyntheticDefocus",

@@ -108,10 +108,12 @@ class TiledPredictor:
             then cropped back (CMOS needs at least 16 LR pixels).
         label_keys: Outputs holding class logits ``(1, K, H, W)``; they are returned as
             label maps ``(H, W)`` int64.
+        lr_keys: Outputs at the LR size ``(1, C, h, w)`` (e.g. a kernel field), blended on
+            the LR grid and returned at that size.
 
     Returns (``__call__``):
-        Dict of CPU float32 ``(C, H, W)`` maps, and int64 ``(H, W)`` label maps for
-        ``label_keys``.
+        Dict of CPU float32 ``(C, H, W)`` maps (``(C, h, w)`` for ``lr_keys``), and int64
+        ``(H, W)`` label maps for ``label_keys``.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class TiledPredictor:
         min_tile_size: int = 32,
         min_input_size: int = 16,
         label_keys: tuple[str, ...] = ("seg",),
+        lr_keys: tuple[str, ...] = (),
     ) -> None:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
@@ -139,6 +142,7 @@ class TiledPredictor:
         self.min_tile_size = int(min_tile_size)
         self.min_input_size = int(min_input_size)
         self.label_keys = tuple(label_keys)
+        self.lr_keys = tuple(lr_keys)
         #: Number of tiles recomputed in float32 and tile size used, for the last image.
         self.fp32_fallbacks = 0
         self.used_tile_size = self.tile_size
@@ -177,27 +181,51 @@ class TiledPredictor:
         _, _, height, width = lr.shape
         s = self.scale
         acc: _Accumulators | None = None
-        ramp = min(self.overlap, tile - 1) * s
+        lr_acc: _Accumulators | None = None
+        overlap = min(self.overlap, tile - 1)
         for y, x, th, tw, edges in self._tiles(height, width, tile):
             out = self._run_tile(lr[:, :, y : y + th, x : x + tw])
-            weight = tile_weights((th * s, tw * s), ramp, edges)
-            if acc is None:
-                acc = self._new_accumulators(out, height * s, width * s)
-            ys, xs = slice(y * s, (y + th) * s), slice(x * s, (x + tw) * s)
-            for key, value in out.items():
-                if key in self.label_keys:
-                    better = weight > acc.best[ys, xs]
-                    acc.labels[key][ys, xs] = torch.where(
-                        better, value[0].argmax(0), acc.labels[key][ys, xs]
-                    )
-                else:
-                    acc.sums[key][:, ys, xs] += value[0] * weight
-            acc.best[ys, xs] = torch.maximum(acc.best[ys, xs], weight)
-            acc.weight[ys, xs] += weight
-        assert acc is not None
-        result = {k: v / acc.weight.clamp(min=1e-8) for k, v in acc.sums.items()}
-        result.update(acc.labels)
+            at_lr = {k: v for k, v in out.items() if k in self.lr_keys}
+            out = {k: v for k, v in out.items() if k not in self.lr_keys}
+            if out:
+                weight = tile_weights((th * s, tw * s), overlap * s, edges)
+                if acc is None:
+                    acc = self._new_accumulators(out, height * s, width * s)
+                self._add(
+                    acc, out, weight, (slice(y * s, (y + th) * s), slice(x * s, (x + tw) * s))
+                )
+            if at_lr:
+                weight = tile_weights((th, tw), overlap, edges)
+                if lr_acc is None:
+                    lr_acc = self._new_accumulators(at_lr, height, width)
+                self._add(lr_acc, at_lr, weight, (slice(y, y + th), slice(x, x + tw)))
+        result: dict[str, torch.Tensor] = {}
+        for accumulators in (acc, lr_acc):
+            if accumulators is not None:
+                total = accumulators.weight.clamp(min=1e-8)
+                result.update({k: v / total for k, v in accumulators.sums.items()})
+                result.update(accumulators.labels)
         return result
+
+    def _add(
+        self,
+        acc: _Accumulators,
+        out: dict[str, torch.Tensor],
+        weight: torch.Tensor,
+        window: tuple[slice, slice],
+    ) -> None:
+        """Blend one tile's outputs into the accumulators at ``window``."""
+        ys, xs = window
+        for key, value in out.items():
+            if key in self.label_keys:
+                better = weight > acc.best[ys, xs]
+                acc.labels[key][ys, xs] = torch.where(
+                    better, value[0].argmax(0), acc.labels[key][ys, xs]
+                )
+            else:
+                acc.sums[key][:, ys, xs] += value[0] * weight
+        acc.best[ys, xs] = torch.maximum(acc.best[ys, xs], weight)
+        acc.weight[ys, xs] += weight
 
     def _new_accumulators(
         self, out: dict[str, torch.Tensor], height: int, width: int
@@ -245,5 +273,8 @@ class TiledPredictor:
         self.used_tile_size = tile
         if pad_h or pad_w:
             hr_h, hr_w = height * self.scale, width * self.scale
-            result = {k: v[..., :hr_h, :hr_w] for k, v in result.items()}
+            result = {
+                k: v[..., :height, :width] if k in self.lr_keys else v[..., :hr_h, :hr_w]
+                for k, v in result.items()
+            }
         return result

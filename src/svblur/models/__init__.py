@@ -1,6 +1,7 @@
 """Networks: plain ``nn.Module`` classes with no training logic, their converters and
 checkpoint loading."""
 
+from .arcsr import ArcSR
 from .blind_sr import BlindSR
 from .checkpoints import (
     CheckpointError,
@@ -29,6 +30,7 @@ from .unet import UNetBlurSeg
 __all__ = [
     "CMOS",
     "RRDBSFT",
+    "ArcSR",
     "BlindSR",
     "CheckpointError",
     "CheckpointMismatchError",

@@ -27,6 +27,9 @@ class BlindSR(nn.Module):
         sr: The non-blind SR network.
         freeze_estimator: Freeze the estimator as described above.
 
+    With an SR network conditioned on kernels (``RRDBSFT(kernel_channels=k*k)``) the
+    estimator's ``kernels`` field feeds it instead (MANet's blind SR).
+
     Shape:
         ``lr (B, 3, h, w)`` in ``[0, 1]`` -> dict with ``sr (B, 3, H, W)``, ``blur
         (B, 1, H, W)``, ``seg (B, K, H, W)`` logits (and any other estimator outputs).
@@ -70,6 +73,13 @@ class BlindSR(nn.Module):
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the estimator's outputs plus ``sr``."""
         estimates = self.estimate(lr)
+        if self.sr.kernel_channels is not None:  # a kernel estimator (MANet's kernel head)
+            if "kernels" not in estimates:
+                raise KeyError(
+                    f"the SR network takes kernels, the estimator returned {sorted(estimates)}; "
+                    "use an estimator with a kernel head (MANet(output='kernels'))"
+                )
+            return {**estimates, "sr": self.sr(lr, kernels=estimates["kernels"].float())}
         needs_seg = self.sr.seg_encoding != "none"
         if "blur" not in estimates or (needs_seg and "seg" not in estimates):
             raise KeyError(

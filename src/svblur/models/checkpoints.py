@@ -64,6 +64,7 @@ _KIND_BY_SYSTEM = {
     "BlurSemanticsTask": "estimator",
     "NonBlindSRTask": "non_blind_sr",
     "BlindSRTask": "blind_sr",
+    "KernelBlindSRTask": "blind_sr",
 }
 
 

@@ -224,6 +224,33 @@ class PriorEncoder(nn.Module):
         return prior
 
 
+class KernelPrior(nn.Module):
+    """Kernel field -> prior map at the LR size (RRDB-SFT conditioned on blur kernels).
+
+    The field ``(B, k*k, H, W)`` (or already on the LR grid) is averaged over each
+    ``scale x scale`` block to the LR size, then a 1x1 conv maps the ``k*k`` taps to
+    ``prior_channels`` (a learned linear code of the kernel, where MANet uses a fixed PCA
+    basis: see :class:`~svblur.degradation.KernelPCA`), followed by LeakyReLU and a 3x3
+    conv.
+    """
+
+    def __init__(self, kernel_channels: int, prior_channels: int = 64) -> None:
+        super().__init__()
+        self.kernel_channels = int(kernel_channels)
+        self.code = nn.Conv2d(self.kernel_channels, prior_channels, 1)
+        self.mix = nn.Conv2d(prior_channels, prior_channels, 3, padding=1)
+
+    def forward(self, kernels: torch.Tensor, lr_size: tuple[int, int]) -> torch.Tensor:
+        if kernels.dim() != 4 or kernels.shape[1] != self.kernel_channels:
+            raise ValueError(
+                f"kernels must be (B, {self.kernel_channels}, H, W), got {tuple(kernels.shape)}"
+            )
+        kernels = kernels.to(self.code.weight.dtype)
+        if tuple(kernels.shape[-2:]) != tuple(lr_size):
+            kernels = F.adaptive_avg_pool2d(kernels, lr_size)
+        return self.mix(F.leaky_relu(self.code(kernels), 0.2))
+
+
 class RRDBSFT(nn.Module):
     """RRDB-SFT super-resolution network conditioned on blur and semantic maps.
 
@@ -247,6 +274,9 @@ class RRDBSFT(nn.Module):
             reduced to LR size first), see :class:`PriorEncoder`.
         gia_groups: Channel groups of the GIA (8 as released).
         window_size: Spatial-stream window of the GIA (15 x 20 as released).
+        kernel_channels: Condition on a kernel field of this many taps (``k*k``) instead of
+            the blur and semantic maps (:class:`KernelPrior`; for Gaussian / motion kernel
+            fields, MANet's RRDB-SFT). ``None``: the maps (the released network).
 
     Shape:
         ``lr (B, 3, h, w)`` in ``[0, 1]``, ``blur (B, 1, h*scale, w*scale)`` sigma in HR pixels,
@@ -278,6 +308,7 @@ class RRDBSFT(nn.Module):
         fuse_resolution: FuseResolution = "hr",
         gia_groups: int | None = 8,
         window_size: Sequence[int] = (15, 20),
+        kernel_channels: int | None = None,
     ) -> None:
         super().__init__()
         if num_blocks < 1:
@@ -286,10 +317,15 @@ class RRDBSFT(nn.Module):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale = int(scale)
         self.in_channels = in_channels
-        self.seg_encoding = seg_encoding
+        self.kernel_channels = None if kernel_channels is None else int(kernel_channels)
+        self.seg_encoding = seg_encoding if kernel_channels is None else "none"
         self.num_classes = num_classes
-        self.prior = PriorEncoder(
-            prior_channels, seg_encoding, num_classes, fuse_resolution, gia_groups, window_size
+        self.prior: nn.Module = (
+            PriorEncoder(
+                prior_channels, seg_encoding, num_classes, fuse_resolution, gia_groups, window_size
+            )
+            if kernel_channels is None
+            else KernelPrior(kernel_channels, prior_channels)
         )
         self.conv_first = nn.Conv2d(in_channels, num_features, 3, padding=1)
         self.trunk = nn.ModuleList(
@@ -320,15 +356,29 @@ class RRDBSFT(nn.Module):
             )
 
     def forward(
-        self, lr: torch.Tensor, blur: torch.Tensor, seg: torch.Tensor | None = None
+        self,
+        lr: torch.Tensor,
+        blur: torch.Tensor | None = None,
+        seg: torch.Tensor | None = None,
+        *,
+        kernels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Super-resolve ``lr`` given its HR blur and semantic maps (see the class docstring).
+        """Super-resolve ``lr`` given its HR blur and semantic maps, or (``kernel_channels``)
+        its kernel field ``(B, k*k, H, W)`` (HR or LR grid), see the class docstring.
 
         Returns:
             SR image ``(B, out_channels, h*scale, w*scale)``.
         """
-        self._check_inputs(lr, blur, seg)
-        prior = self.prior(blur, seg, (lr.shape[-2], lr.shape[-1])).to(lr.dtype)
+        lr_size = (lr.shape[-2], lr.shape[-1])
+        if self.kernel_channels is not None:
+            if kernels is None:
+                raise ValueError("this RRDBSFT is conditioned on kernels: pass kernels=...")
+            prior = self.prior(kernels, lr_size).to(lr.dtype)
+        else:
+            if blur is None:
+                raise ValueError("RRDBSFT needs the HR blur map (blur=...)")
+            self._check_inputs(lr, blur, seg)
+            prior = self.prior(blur, seg, lr_size).to(lr.dtype)
         features = self.conv_first(lr)
         trunk = features
         for block in self.trunk:

@@ -1,5 +1,6 @@
-"""Reusable layers: GIA, flow alignment, conv blocks."""
+"""Reusable layers: GIA, flow alignment, conv blocks, ArcSR's DMConv and KGConv."""
 
+from .arcsr import ChannelAttention, DMBlock, DMConv, KernelConcatConv, KGBlock, KGConv
 from .blocks import BasicBlock, ConvBN, PooledBatchNorm2d, reflect_pad_to_multiple
 from .flow import FlowAlignment, flow_warp
 from .gia import GIA, ChannelInteraction, ResizeProjection, SpatialInteraction, default_groups
@@ -7,9 +8,15 @@ from .gia import GIA, ChannelInteraction, ResizeProjection, SpatialInteraction, 
 __all__ = [
     "GIA",
     "BasicBlock",
+    "ChannelAttention",
     "ChannelInteraction",
     "ConvBN",
+    "DMBlock",
+    "DMConv",
     "FlowAlignment",
+    "KGBlock",
+    "KGConv",
+    "KernelConcatConv",
     "PooledBatchNorm2d",
     "ResizeProjection",
     "SpatialInteraction",

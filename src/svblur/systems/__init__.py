@@ -3,15 +3,17 @@
 from .callbacks import EarlyStopping, LastCheckpoint
 from .losses import BlurSemanticsLoss
 from .multitask import BlurSemanticsTask
-from .schedules import WarmupCosineLR
-from .sr import BlindSRTask, NonBlindSRTask
+from .schedules import StepDecayLR, WarmupCosineLR
+from .sr import BlindSRTask, KernelBlindSRTask, NonBlindSRTask
 
 __all__ = [
     "BlindSRTask",
     "BlurSemanticsLoss",
     "BlurSemanticsTask",
     "EarlyStopping",
+    "KernelBlindSRTask",
     "LastCheckpoint",
     "NonBlindSRTask",
+    "StepDecayLR",
     "WarmupCosineLR",
 ]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, MultiStepLR
+
+__all__ = ["StepDecayLR", "WarmupCosineLR"]
 
 
 class WarmupCosineLR(LambdaLR):
@@ -45,3 +48,28 @@ class WarmupCosineLR(LambdaLR):
         progress = min(1.0, (step - self.warmup_steps) / span)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+
+class StepDecayLR(MultiStepLR):
+    """The learning rate times ``gamma`` at each milestone step (e.g. ArcSR: halved at
+    2e4, 4e4, 8e4 and 2e5 steps), stepped per batch; accepts the ``total_steps`` /
+    ``steps_per_epoch`` every svblur schedule factory is called with.
+
+    Args:
+        optimizer: The wrapped optimizer.
+        milestones: Optimizer steps at which the rate is multiplied by ``gamma``.
+        gamma: The factor.
+        total_steps: Unused (the milestones are absolute).
+        steps_per_epoch: Unused.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: Sequence[int],
+        gamma: float = 0.5,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        super().__init__(optimizer, [int(m) for m in milestones], gamma, last_epoch=last_epoch)

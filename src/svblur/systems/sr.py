@@ -26,7 +26,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 
-from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, MeanIoU
+from svblur.errors import InputError
+from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, KernelL1, MeanIoU, kernel_l1
 from svblur.metrics.functional import IGNORE_INDEX, blur_psnr, blur_ssim
 from svblur.metrics.sr import psnr_rgb, psnr_y, ssim_rgb, ssim_y
 from svblur.models.blind_sr import BlindSR
@@ -37,7 +38,14 @@ from .base import TrainingSystem
 from .multitask import log_panel
 from .visualize import colorize_labels, colorize_scalar
 
-__all__ = ["BlindSRTask", "NonBlindSRTask", "SuperResolutionTask", "sample_positions"]
+__all__ = [
+    "BlindSRTask",
+    "KernelBlindSRTask",
+    "NonBlindSRTask",
+    "SuperResolutionTask",
+    "kernels_on_grid",
+    "sample_positions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +139,17 @@ class SuperResolutionTask(TrainingSystem):
         """Whether the outputs include estimated blur/semantic maps to be measured."""
         return False
 
+    @property
+    def estimates_kernels(self) -> bool:
+        """Whether the outputs include an estimated kernel field to be measured."""
+        return False
+
+    def extra_losses(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms added to the SR L1 loss, by name (none here)."""
+        return {}
+
     # ------------------------------------------------------------------ metrics
     def _new_metrics(self) -> nn.ModuleDict:
         crop, quantize = self.hparams.scale, self.hparams.quantize_metrics
@@ -141,6 +160,8 @@ class SuperResolutionTask(TrainingSystem):
         if self.hparams.rgb_metrics:
             metrics["sr/psnr_rgb"] = SRPSNR(crop, y_channel=False, quantize=quantize)
             metrics["sr/ssim_rgb"] = SRSSIM(crop, y_channel=False, quantize=quantize)
+        if self.estimates_kernels:
+            metrics["kernels/l1"] = KernelL1()
         if self.estimates:
             metrics["blur/psnr"] = BlurPSNR(self.hparams.blur_norm)
             metrics["blur/ssim"] = BlurSSIM(self.hparams.blur_norm)
@@ -169,6 +190,11 @@ class SuperResolutionTask(TrainingSystem):
             metrics["blur/ssim"].update(sel(outputs["blur"]).float(), sel(batch["blur"]))
         if "seg" in outputs and "seg/miou" in metrics:
             metrics["seg/miou"].update(sel(outputs["seg"]).float(), sel(batch["seg"]))
+        if "kernels/l1" in metrics and "kernels" in outputs and "kernels" in batch:
+            estimate = outputs["kernels"].float()
+            if estimate.shape[1] == batch["kernels"].shape[1]:
+                target = kernels_on_grid(batch["kernels"], estimate.shape[-2:])
+                metrics["kernels/l1"].update(sel(estimate), sel(target))
 
     def in_progress_bar(self, name: str) -> bool:
         return name == "sr/psnr_y"
@@ -190,6 +216,17 @@ class SuperResolutionTask(TrainingSystem):
             diff = (sr.float() - batch["hr"].float()).abs().flatten(1).mean(1)
             loss = diff[keep].mean() if bool(keep.any()) else diff.sum() * 0.0
         batch_size = int(keep.sum()) if keep is not None else batch["lr"].shape[0]
+        for name, term in self.extra_losses(outputs, batch).items():
+            self.log(
+                f"{stage}/loss/{name}",
+                term.detach(),
+                on_step=stage == "train",
+                on_epoch=True,
+                batch_size=max(1, batch_size),
+                sync_dist=stage != "train",
+                add_dataloader_idx=False,
+            )
+            loss = loss + term
         self.log(
             f"{stage}/loss",
             loss.detach(),
@@ -323,7 +360,8 @@ class NonBlindSRTask(SuperResolutionTask):
 
     The network gets ``batch["lr"]``, the ground-truth sigma map ``batch["blur"]`` and the
     ground-truth semantics ``batch["seg"]`` (as class map; as one-hot probabilities when
-    its ``seg_encoding`` is ``"probs"``, ignored pixels all zero).
+    its ``seg_encoding`` is ``"probs"``, ignored pixels all zero), or, for an RRDB-SFT
+    conditioned on kernels, the ground-truth kernel field ``batch["kernels"]``.
 
     Args:
         net: An :class:`~svblur.models.RRDBSFT` (any module with the same call signature
@@ -347,6 +385,8 @@ class NonBlindSRTask(SuperResolutionTask):
         return seg
 
     def predict_maps(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if getattr(self.net, "kernel_channels", None) is not None:
+            return {"sr": self.net(batch["lr"], kernels=batch["kernels"])}
         return {"sr": self.net(batch["lr"], batch["blur"], self.gt_seg_input(batch["seg"]))}
 
     def forward(
@@ -427,3 +467,64 @@ class BlindSRTask(SuperResolutionTask):
 
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(lr)
+
+
+def kernels_on_grid(kernels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """A kernel field ``(B, k*k, H, W)`` on a coarser grid ``size`` (the LR image's): each
+    cell's kernels averaged (still normalized)."""
+    if tuple(kernels.shape[-2:]) == tuple(size):
+        return kernels.float()
+    return F.adaptive_avg_pool2d(kernels.float(), tuple(size))
+
+
+class KernelBlindSRTask(SuperResolutionTask):
+    """Blind SR by one network that estimates a kernel field on the way (ArcSR).
+
+    The network maps ``batch["lr"]`` to ``{"sr": (B, 3, H, W), "kernels": (B, k*k, h, w)}``.
+    Loss: L1 on SR, as ArcSR (its kernels get no supervision); with ``kernel_weight > 0``
+    also ``kernel_weight`` times the kernel L1 (:func:`svblur.metrics.kernel_l1`) against
+    the data's ground-truth field (``degradation=motion_sv`` / ``gaussian_sv``), averaged
+    to the estimate's grid (:func:`kernels_on_grid`). Logged: the SR metrics and, where the
+    data has a field of the same kernel size, ``kernels/l1``.
+
+    Args:
+        net: The network (:class:`~svblur.models.ArcSR`).
+        kernel_weight: Weight of the kernel loss (0: off, as the paper).
+        **kwargs: See :class:`SuperResolutionTask`.
+    """
+
+    def __init__(self, net: nn.Module, kernel_weight: float = 0.0, **kwargs: Any) -> None:
+        if kernel_weight < 0:
+            raise ValueError(f"kernel_weight must be >= 0, got {kernel_weight}")
+        super().__init__(net, **kwargs)
+
+    @property
+    def estimates_kernels(self) -> bool:
+        return True
+
+    def predict_maps(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.net(batch["lr"])
+
+    def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(lr)
+
+    def extra_losses(
+        self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        weight = float(self.hparams.kernel_weight)
+        if weight == 0:
+            return {}
+        if "kernels" not in batch:
+            raise InputError(
+                "model.kernel_weight > 0 needs data with a ground-truth kernel field "
+                "(degradation=motion_sv or gaussian_sv); this batch has none"
+            )
+        estimate = outputs["kernels"]
+        if estimate.shape[1] != batch["kernels"].shape[1]:
+            raise InputError(
+                f"model.kernel_weight > 0: the network estimates {estimate.shape[1]}-tap "
+                f"kernels, the data has {batch['kernels'].shape[1]}-tap ones; set the same "
+                "kernel size (degradation.blur.kernel_size and the model's kernel_size)"
+            )
+        target = kernels_on_grid(batch["kernels"], estimate.shape[-2:])
+        return {"kernels": weight * kernel_l1(estimate, target).mean()}
