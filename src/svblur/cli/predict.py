@@ -232,6 +232,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     def run(lr: torch.Tensor) -> dict[str, torch.Tensor]:
         out = net(lr)
+        if isinstance(out, torch.Tensor):  # a plain SR network (RRDBNet, PBaSR's export)
+            return {"sr": out}
         maps = {key: out[key] for key in ("sr", "blur", "seg") if key in out}
         if "kernels" in out:  # on the LR grid (a head that upscaled by nearest: subsample)
             kernels = out["kernels"]

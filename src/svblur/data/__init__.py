@@ -10,6 +10,8 @@
   degradation of :mod:`svblur.degradation.pipeline`.
 - Real motion blur: GoPro and REDS (:class:`MotionSRDataModule` over :class:`GoProPairs`
   / :class:`REDSPairs`).
+- Real blur kept by SR: ReBlurSR (:class:`ReBlurSRDataModule` over :class:`ReBlurSRFolder`),
+  with blur masks; :class:`CombinedDataModule` trains on two modules at once (PBaSR).
 
 :data:`IGNORE_INDEX` is :data:`svblur.metrics.IGNORE_INDEX`, the label of unlabelled pixels.
 """
@@ -22,6 +24,7 @@ from svblur.data.bsr import (
     NYUv2BSRDataModule,
     validate_bsr_root,
 )
+from svblur.data.combined import CombinedDataModule
 from svblur.data.datamodule import DefocusDataModule
 from svblur.data.motion import (
     GoProPairs,
@@ -38,6 +41,12 @@ from svblur.data.onthefly import (
     OnTheFlyDefocusDataset,
     RGBDFolder,
 )
+from svblur.data.reblursr import (
+    ReBlurSRDataError,
+    ReBlurSRDataModule,
+    ReBlurSRDataset,
+    ReBlurSRFolder,
+)
 from svblur.data.scenes import CLASS_NAMES, Scene, generate_scene, stereo_motorcycle_scene
 from svblur.data.synthetic import SyntheticDefocus, default_max_coc
 from svblur.data.transforms import DefocusAugment
@@ -51,6 +60,7 @@ __all__ = [
     "BSRFolderDataset",
     "CityscapesBSRDataModule",
     "CityscapesRGBD",
+    "CombinedDataModule",
     "DefocusAugment",
     "DefocusDataModule",
     "GoProPairs",
@@ -64,6 +74,10 @@ __all__ = [
     "OnTheFlyDefocusDataset",
     "REDSPairs",
     "RGBDFolder",
+    "ReBlurSRDataError",
+    "ReBlurSRDataModule",
+    "ReBlurSRDataset",
+    "ReBlurSRFolder",
     "Scene",
     "SyntheticDefocus",
     "default_max_coc",

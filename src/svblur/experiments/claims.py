@@ -1,19 +1,37 @@
-"""What a comparison measures and the CMOS paper's orderings it checks.
+"""What a comparison measures and the papers' orderings it checks.
 
-:data:`METRICS` are the columns of the results table, :data:`STAGE2_LABELS` the labels of
-the blind-SR reference rows, and :data:`CLAIMS` the paper's comparative claims, each an
-ordering of two labels on one metric; :func:`claim_lines` says whether each holds.
+:data:`METRICS` are every measured quantity, :data:`ESTIMATOR`, :data:`DIRECT_SR` and
+:data:`STAGE2` the kinds of rows, :data:`STAGE2_LABELS` the labels of the blind-SR
+reference rows, and :data:`PAPERS` what a preset compares against (its ``paper``
+key): the table's columns, how they are measured, and the paper's comparative claims,
+each an ordering of two labels on one metric (:data:`CLAIMS` for CMOS,
+:data:`ARCSR_CLAIMS` for ArcSR); :func:`claim_lines` says whether each holds.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLAIMS", "METRICS", "STAGE2_LABELS", "claim_lines", "summarize"]
+__all__ = [
+    "ARCSR_CLAIMS",
+    "CLAIMS",
+    "DIRECT_SR",
+    "ESTIMATOR",
+    "METRICS",
+    "PAPERS",
+    "STAGE2",
+    "STAGE2_LABELS",
+    "Paper",
+    "claim_lines",
+    "paper_of",
+    "summarize",
+]
 
-#: Columns of the results table: (metric key, label, higher is better).
+#: Every measured quantity: (metric key, label, higher is better). A row holds each key
+#: (NaN where not logged); a preset's table shows its paper's :attr:`Paper.columns`.
 METRICS: tuple[tuple[str, str, bool], ...] = (
     ("test/blur/psnr", "blur PSNR (dB)", True),
     ("test/blur/ssim", "blur SSIM", True),
@@ -23,14 +41,28 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("test/seg/miou", "mIoU", True),
     ("test/sr/psnr_y", "blind-SR PSNR-Y (dB)", True),
     ("test/sr/ssim_y", "blind-SR SSIM-Y", True),
+    ("test/kernels/l1", "kernel L1", False),
 )
 
-#: Labels of the stage-2 reference rows (RRDB-SFT tested on ground-truth maps, the
-#: paper's "upper bound"), by the maps it takes: blur + semantics, or blur only.
-STAGE2_LABELS: dict[str, str] = {"seg": "stage2_gt_blur_seg", "blur": "stage2_gt_blur"}
+#: The ``kind`` of a comparison's row: a stage-1 estimator (blur / semantic maps or a
+#: kernel field; blind SR by stages 2 and 3), a direct blind-SR model (trained and tested
+#: on SR itself, e.g. ArcSR), or a stage-2 reference network.
+ESTIMATOR, DIRECT_SR, STAGE2 = "estimator", "direct_sr", "stage2"
 
-#: The paper's orderings (better model, worse model, metric, where the paper states it).
-CLAIMS: tuple[tuple[str, str, str, str], ...] = (
+#: Labels of the stage-2 reference rows (RRDB-SFT tested on ground-truth inputs, the
+#: paper's "upper bound"), by what it takes: blur + semantic maps, the blur map only, or
+#: the kernel field (for the kernel estimators, e.g. MANet's kernel head).
+STAGE2_LABELS: dict[str, str] = {
+    "seg": "stage2_gt_blur_seg",
+    "blur": "stage2_gt_blur",
+    "kernels": "stage2_gt_kernels",
+}
+
+#: A claim: (better model, worse model, metric key, where the paper states it).
+Claim = tuple[str, str, str, str]
+
+#: The CMOS paper's orderings.
+CLAIMS: tuple[Claim, ...] = (
     (
         "cmos_full",
         "manet",
@@ -71,6 +103,104 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
     ),
 )
 
+_ARCSR_BLIND = ("arcsr_full", "arcsr_no_dmconv", "arcsr_no_kgconv", "arcsr_baseline", "manet")
+
+#: The ArcSR paper's orderings (Liu & Hao; REDS / GoPro PSNR), on blind-SR PSNR-Y.
+ARCSR_CLAIMS: tuple[Claim, ...] = (
+    (
+        "arcsr_full",
+        "arcsr_no_dmconv",
+        "test/sr/psnr_y",
+        "Tab. 1: DMConv helps, 24.04/24.33 vs 23.76/24.28 dB",
+    ),
+    (
+        "arcsr_full",
+        "arcsr_no_kgconv",
+        "test/sr/psnr_y",
+        "Tab. 1: KGConv helps, 24.04/24.33 vs 23.74/24.23 dB",
+    ),
+    (
+        "arcsr_no_dmconv",
+        "arcsr_baseline",
+        "test/sr/psnr_y",
+        "Tab. 1: KGConv alone beats the baseline, 23.76/24.28 vs 23.63/24.17 dB",
+    ),
+    (
+        "arcsr_no_kgconv",
+        "arcsr_baseline",
+        "test/sr/psnr_y",
+        "Tab. 1: DMConv alone beats the baseline, 23.74/24.23 vs 23.63/24.17 dB",
+    ),
+    (
+        "arcsr_full",
+        "manet",
+        "test/sr/psnr_y",
+        "Tab. 2: ArcSR beats MANet's blind SR, 24.04/24.33 vs 23.95/23.89 dB",
+    ),
+    *(
+        (
+            STAGE2_LABELS["kernels"],
+            model,
+            "test/sr/psnr_y",
+            "SR from the ground-truth kernels is the upper bound of blind SR",
+        )
+        for model in _ARCSR_BLIND
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """What a comparison preset is measured against (its ``paper`` key).
+
+    Attributes:
+        title: The paper, as the tables name it.
+        columns: Metric keys (of :data:`METRICS`) shown in the tables, in order.
+        metrics_note: How these metrics are measured (the tables' opening paragraph).
+        claims: The paper's orderings checked by :func:`claim_lines`.
+    """
+
+    title: str
+    columns: tuple[str, ...]
+    metrics_note: str
+    claims: tuple[Claim, ...]
+
+
+#: The papers a preset may name (``paper: cmos`` unless it says otherwise).
+PAPERS: dict[str, Paper] = {
+    "cmos": Paper(
+        title="CMOS",
+        columns=tuple(k for k, _, _ in METRICS if not k.startswith("test/kernels/")),
+        metrics_note=(
+            "Blur PSNR/SSIM: sigma/5, range 1; MAE in sigma pixels (lower is better); "
+            "boundary = pixels within 3 px of a depth jump > 10 % (svblur.metrics.boundary)."
+        ),
+        claims=CLAIMS,
+    ),
+    "arcsr": Paper(
+        title="ArcSR",
+        columns=("test/sr/psnr_y", "test/sr/ssim_y", "test/kernels/l1"),
+        metrics_note=(
+            "Kernel L1: the stage-1 kernel estimate against the ground-truth kernel field, "
+            "summed over the taps, mean over pixels (svblur.metrics.kernel_l1; lower is "
+            "better; n/a for ArcSR, whose unsupervised kernels have another size)."
+        ),
+        claims=ARCSR_CLAIMS,
+    ),
+}
+
+
+def paper_of(name: str | None) -> Paper:
+    """The :data:`PAPERS` entry named by a preset's ``paper`` key (``None``: CMOS).
+
+    Raises:
+        ValueError: An unknown name (the message lists the known ones).
+    """
+    key = name or "cmos"
+    if key not in PAPERS:
+        raise ValueError(f"paper={key!r} is unknown; known: {sorted(PAPERS)}")
+    return PAPERS[key]
+
 
 def summarize(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation of the non-NaN ``values``.
@@ -86,12 +216,13 @@ def summarize(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
+def claim_lines(rows: list[dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) -> list[str]:
     """One line per paper ordering: whether it holds here, and by how much.
 
     Args:
-        rows: One dict per run with ``model`` and every key of :data:`METRICS` (NaN where
-            not measured). Orderings whose models or values are missing are left out.
+        rows: One dict per run with ``model`` and keys of :data:`METRICS` (missing keys
+            count as NaN). Orderings whose models or values are missing are left out.
+        claims: The orderings to check (the CMOS paper's unless given).
 
     Returns:
         Markdown list items, e.g. ``"- cmos_full > manet on blur PSNR (dB) (...): holds;
@@ -105,7 +236,7 @@ def claim_lines(rows: list[dict[str, Any]]) -> list[str]:
             by_model.setdefault(row["model"], {}).setdefault(key, []).append(value)
     higher = {key: better for key, _, better in METRICS}
     lines = []
-    for good, bad, key, source in CLAIMS:
+    for good, bad, key, source in claims:
         if good not in by_model or bad not in by_model:
             continue
         (m_good, s_good), (m_bad, s_bad) = (

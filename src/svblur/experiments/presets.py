@@ -3,7 +3,8 @@
 A preset says what ``svblur-compare`` runs: ``seeds``, ``models`` (label -> the model's
 ``svblur-train`` overrides), the ``overrides`` shared by every model, ``extra`` overrides
 appended to every run, the blind-SR stages ``sr`` (or ``null``), ``only`` (a subset of
-the labels), ``out_dir`` and ``log_dir``.
+the labels), ``out_dir``, ``log_dir`` and ``paper`` (the table's columns and the orderings
+checked, :data:`svblur.experiments.claims.PAPERS`; ``cmos`` when absent).
 
 Why ``conf/compare/`` is not a Hydra config group (and ``svblur-compare`` not a Hydra
 app), although its files sit among the groups of ``train.yaml``:
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svblur.conf import config_dir
 from svblur.errors import InputError
+from svblur.experiments.claims import PAPERS
 
 __all__ = ["DEFAULT_PRESET", "load_preset", "selected_models"]
 
@@ -81,6 +83,11 @@ def load_preset(args: Sequence[str]) -> DictConfig:
     for key in ("seeds", "models", "overrides"):
         if not cfg.get(key):
             raise InputError(f"comparison preset {preset!r} needs a non-empty '{key}'")
+    paper = cfg.get("paper")
+    if paper is not None and paper not in PAPERS:
+        raise InputError(
+            f"comparison preset {preset!r}: paper={paper!r} is unknown; known: {sorted(PAPERS)}"
+        )
     sr = cfg.get("sr")
     if sr:
         for key in ("stage2", "stage3"):

@@ -19,8 +19,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from svblur.experiments.claims import METRICS, STAGE2_LABELS, claim_lines, summarize
-from svblur.experiments.presets import selected_models
+from svblur.experiments.claims import (
+    DIRECT_SR,
+    METRICS,
+    STAGE2,
+    STAGE2_LABELS,
+    claim_lines,
+    paper_of,
+    summarize,
+)
 
 __all__ = ["hardware", "sr_note", "write_tables"]
 
@@ -53,15 +60,34 @@ def _span(values: list[Any]) -> str:
     return str(known[0]) if len(known) == 1 else f"{known[0]}-{known[-1]}"
 
 
+def _direct_models(rows: list[dict[str, Any]]) -> list[str]:
+    """The labels of the direct blind-SR models among ``rows``, in order."""
+    return list(dict.fromkeys(r["model"] for r in rows if r.get("kind") == DIRECT_SR))
+
+
 def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
-    """How the blind-SR columns were measured (stages 2 and 3), or why they are n/a.
+    """How the blind-SR columns were measured (stages 2 and 3, direct SR), or why n/a.
 
     Args:
         cfg: The preset.
-        rows: The runs so far (the stage-2 rows give the SR networks' sizes).
+        rows: The runs so far (the stage-2 rows give the SR networks' sizes, the models'
+            rows which stage-2 network each one's stage 3 starts from).
     """
+    direct = _direct_models(rows)
+    direct_note = (
+        f" Direct blind-SR models ({', '.join(direct)}): one network from the LR image to "
+        "the SR image, trained with the stage-1 budget and tested on SR once per seed; "
+        "they have no stage 2 or 3."
+        if direct
+        else ""
+    )
     sr = cfg.get("sr")
     if not sr:
+        if direct:
+            return (
+                "Blind SR of the estimators is not measured (n/a): this preset has `sr: "
+                "null`, so neither stage 2 nor stage 3 is trained." + direct_note
+            )
         return (
             "Blind-SR PSNR-Y/SSIM-Y are not measured (n/a): this preset has `sr: null`, so "
             "neither stage 2 (RRDB-SFT on ground-truth maps) nor stage 3 (RRDB-SFT "
@@ -76,40 +102,47 @@ def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
         if size
         else "the released size (conf/model/rrdb_sft.yaml)"
     )
-    blur_only = set(sr.get("blur_only") or [])
-    models = selected_models(cfg)
     kinds = {
         "seg": (
-            f"with the semantic map (seg_encoding={net.get('seg_encoding', 'index')}) for "
-            + ", ".join(m for m in models if m not in blur_only)
+            f"with the semantic map (seg_encoding={net.get('seg_encoding', 'index')}) for {{}}"
         ),
-        "blur": (
-            "blur-only (seg_encoding=none) for "
-            + ", ".join(m for m in models if m in blur_only)
-            + ", which predict no semantic map"
+        "blur": "blur-only (seg_encoding=none) for {}, which predict no semantic map",
+        "kernels": (
+            "conditioned on the kernel field (kernel_channels = k*k of the data's "
+            "degradation.blur.kernel_size, no semantic map) for {}, which estimate kernels"
         ),
     }
     parts = []
     for kind, label in STAGE2_LABELS.items():
         runs = [r for r in rows if r["model"] == label]
         if runs:
-            parts.append(f"{kinds[kind]} ({label}, {runs[0]['params']:,} parameters)")
-    stage2_steps = _span([r.get("steps") for r in rows if r["model"] in STAGE2_LABELS.values()])
+            users = dict.fromkeys(r["model"] for r in rows if r.get("sr_stage2") == label)
+            parts.append(
+                kinds[kind].format(", ".join(users) or "(none yet)")
+                + f" ({label}, {runs[0]['params']:,} parameters)"
+            )
+    stage2_steps = _span([r.get("steps") for r in rows if r.get("kind") == STAGE2])
     stage3_steps = _span([r.get("sr_steps") for r in rows])
+    trained = {r["model"] for r in rows if r.get("kind") == STAGE2}
+    kernels, maps = STAGE2_LABELS["kernels"] in trained, bool(trained - {STAGE2_LABELS["kernels"]})
+    ground_truth = {(True, False): "kernel fields", (True, True): "maps or kernel fields"}.get(
+        (kernels, maps), "blur and semantic maps"
+    )
     return (
         f"Blind SR (the paper's stages 2 and 3), RRDB-SFT of {size}. Stage 2, once per "
-        "seed and shared by that seed's models: RRDB-SFT trained on the ground-truth blur "
-        f"and semantic maps (`overrides` + `{' '.join(sr.stage2)}`, {stage2_steps} steps), "
+        f"seed and shared by that seed's models: RRDB-SFT trained on the ground-truth "
+        f"{ground_truth} (`overrides` + `{' '.join(sr.stage2)}`, {stage2_steps} steps), "
         + ("; ".join(parts) or "(none trained yet)")
-        + ". The stage2_gt_* rows are these networks tested on ground-truth maps (the "
+        + ". The stage2_gt_* rows are these networks tested on ground-truth inputs (the "
         "paper's upper bound; they get none of the stage-3 steps). Stage 3, per model and "
         "seed, the same budget for every model: the model's final stage-1 weights, frozen, "
         "estimate the maps from the LR image; RRDB-SFT starts from the matching stage-2 "
         "weights of that seed, is fine-tuned on those estimates (`overrides` + "
         f"`{' '.join(sr.stage3)}`, {stage3_steps} steps), then tested. Models that share a "
-        "stage-2 network differ only in their estimates; between the two groups the SR "
-        "network's input differs too (blur only vs blur + semantics), as in the paper. "
-        "PSNR-Y/SSIM-Y: Y channel, a border of `scale` pixels cropped, SR rounded to 8 "
+        "stage-2 network differ only in their estimates; between the groups the SR "
+        "network's input differs too (e.g. blur only vs blur + semantics), as in the paper."
+        + direct_note
+        + " PSNR-Y/SSIM-Y: Y channel, a border of `scale` pixels cropped, SR rounded to 8 "
         "bits (svblur.metrics.sr)."
     )
 
@@ -131,8 +164,11 @@ def write_tables(
 ) -> tuple[Path, Path]:
     """Write ``compare_<preset>.csv`` (per run) and ``compare_<preset>.md`` (summary).
 
-    Rows of the stage-1 models carry their stage-3 (blind-SR) results and ``sr_*`` columns;
-    the ``stage2_gt_*`` rows are the stage-2 networks, listed after the models.
+    The columns are those of the preset's ``paper`` (:data:`~svblur.experiments.claims.PAPERS`;
+    CMOS unless it says otherwise), its orderings are checked. Rows of the stage-1
+    estimators carry their stage-3 (blind-SR) results and ``sr_*`` columns, rows of direct
+    blind-SR models their own SR test; the ``stage2_gt_*`` rows are the stage-2 networks,
+    listed after the models.
 
     Args:
         rows: The runs, as returned by :func:`svblur.experiments.run_comparison`.
@@ -147,12 +183,16 @@ def write_tables(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"compare_{cfg.preset}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    paper = paper_of(cfg.get("paper"))
+    labels_of = {k: lbl for k, lbl, _ in METRICS}
+    columns = list(paper.columns)
     fields = [
         "model",
         "seed",
+        "kind",
         "params",
         "wall_s",
-        *(k for k, _, _ in METRICS),
+        *columns,
         "command",
         "steps",
         "sr_stage2",
@@ -167,7 +207,8 @@ def write_tables(
             writer.writerow({k: row.get(k, "") for k in fields})
 
     labels = list(dict.fromkeys(row["model"] for row in rows))
-    references = set(STAGE2_LABELS.values())
+    references = {row["model"] for row in rows if row.get("kind") == STAGE2}
+    references |= set(STAGE2_LABELS.values()) & set(labels)
     models = [m for m in labels if m not in references]
     with_sr = bool(cfg.get("sr"))
     seeds = list(cfg.seeds)
@@ -175,33 +216,29 @@ def write_tables(
         f"# Comparison `{cfg.preset}`: {', '.join(models)}",
         "",
         f"Mean ± sample std over seeds {seeds} ({len(seeds)} runs per model), test split "
-        "of the built-in data. Blur PSNR/SSIM: sigma/5, range 1; MAE in sigma pixels "
-        "(lower is better); boundary = pixels within 3 px of a depth jump > 10 % "
-        "(svblur.metrics.boundary). n/a: the model has no such output"
+        f"of the built-in data. {paper.metrics_note} n/a: the model has no such output"
         + (
-            "; stage2_gt_*: the stage-2 SR networks on ground-truth maps (reference)."
+            "; stage2_gt_*: the stage-2 SR networks on ground-truth inputs (reference)."
             if with_sr
             else "."
         ),
         "",
         "| model | params | "
-        + " | ".join(lbl for _, lbl, _ in METRICS)
+        + " | ".join(labels_of[k] for k in columns)
         + " | wall (s/run) |"
         + (" stage-3 wall (s/run) |" if with_sr else ""),
-        "|---" * (len(METRICS) + 3 + with_sr) + "|",
+        "|---" * (len(columns) + 3 + with_sr) + "|",
     ]
     for model in models + [m for m in labels if m in references]:
         runs = [r for r in rows if r["model"] == model]
-        cells = [
-            _fmt(*summarize([r.get(k, math.nan) for r in runs]), _digits(k)) for k, _, _ in METRICS
-        ]
+        cells = [_fmt(*summarize([r.get(k, math.nan) for r in runs]), _digits(k)) for k in columns]
         cells.append(f"{statistics.fmean(r['wall_s'] for r in runs):.0f}")
         if with_sr:
             sr_walls = [r["sr_wall_s"] for r in runs if r.get("sr_wall_s") is not None]
             cells.append(f"{statistics.fmean(sr_walls):.0f}" if sr_walls else "n/a")
         lines.append(f"| {model} | {runs[0]['params']:,} | " + " | ".join(cells) + " |")
-    claims = claim_lines(rows)
-    lines += ["", "## The paper's orderings on this data", ""]
+    claims = claim_lines(rows, paper.claims)
+    lines += ["", f"## The {paper.title} paper's orderings on this data", ""]
     lines += claims or ["- (no pair of the paper's models in this preset)"]
     lines += [
         "",

@@ -2,11 +2,17 @@
 
 Every model of a preset is trained by ``svblur-train``'s :func:`train` with the same
 overrides (data, steps, batch size, learning rate), once per seed, then tested on the same
-test split. With the preset's ``sr`` section, each of these stage-1 models is also
-measured on blind SR (the paper's stages 2 and 3): per seed, RRDB-SFT is trained on the
-ground-truth maps (stage 2, shared by the models of that seed), then for every model and
-seed it is fine-tuned on that model's frozen estimates and tested (stage 3). The tables
-(:mod:`svblur.experiments.report`) are written after every run.
+test split. A model is one of two kinds, read from its composed config's system class:
+
+- an *estimator* (blur / semantic maps or a kernel field, e.g. CMOS, MANet): with the
+  preset's ``sr`` section it is also measured on blind SR (the paper's stages 2 and 3):
+  per seed, RRDB-SFT is trained on the ground-truth inputs of the kind the estimator
+  predicts (stage 2, shared by the models of that seed and kind), then for every model
+  and seed it is fine-tuned on that model's frozen estimates and tested (stage 3);
+- a *direct blind-SR model* (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g.
+  ArcSR): trained on LR -> HR and tested on SR once per seed; no stage 2 or 3.
+
+The tables (:mod:`svblur.experiments.report`) are written after every run.
 
 All runs draw the same samples of the built-in data set, so they share one render cache
 (:func:`svblur.data.synthetic.shared_render_cache`): each sample is rendered once.
@@ -26,14 +32,14 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from svblur.data.synthetic import shared_render_cache
-from svblur.experiments.claims import METRICS, STAGE2_LABELS
+from svblur.experiments.claims import DIRECT_SR, ESTIMATOR, METRICS, STAGE2, STAGE2_LABELS
 from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import selected_models
 from svblur.experiments.report import write_tables
 from svblur.experiments.training import train
-from svblur.systems.sr import BlindSRTask, NonBlindSRTask
+from svblur.systems.sr import BlindSRTask, NonBlindSRTask, SuperResolutionTask
 
-__all__ = ["WEIGHTS_FILE", "run_comparison", "train"]
+__all__ = ["WEIGHTS_FILE", "model_kind", "run_comparison", "train"]
 
 log = logging.getLogger("svblur")
 
@@ -49,17 +55,20 @@ def _trainable_parameters(cfg: DictConfig) -> int:
 def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
     """Train and test every model of the preset ``cfg`` for every seed; write the tables.
 
-    With the preset's ``sr`` section, every stage-1 run is followed by its stage 3 (blind
-    SR), after the seed's stage 2 where it is not trained yet (see :class:`_Runner`).
+    With the preset's ``sr`` section, every stage-1 run of an estimator is followed by its
+    stage 3 (blind SR), after the seed's stage 2 where it is not trained yet; a direct
+    blind-SR model is measured by its own test (see :class:`_Runner`).
 
     Args:
         cfg: A preset from :func:`svblur.experiments.load_preset`.
         command: The command line recorded in the tables.
 
     Returns:
-        One dict per run: ``model``, ``seed``, ``params``, ``wall_s``, ``command``, every
-        key of :data:`METRICS` (NaN where not logged) and, with blind SR, ``steps`` and the
-        ``sr_*`` entries; the stage-2 runs are rows labelled by :data:`STAGE2_LABELS`.
+        One dict per run: ``model``, ``seed``, ``kind`` (:data:`ESTIMATOR`,
+        :data:`DIRECT_SR` or :data:`STAGE2`), ``params``, ``wall_s``, ``command``, every
+        key of :data:`METRICS` (NaN where not logged) and, with blind SR, ``steps`` and,
+        for estimators, the ``sr_*`` entries of stage 3; the stage-2 runs are rows
+        labelled by :data:`STAGE2_LABELS`.
     """
     out_dir = Path(cfg.get("out_dir") or "results")
     log_dir = Path(cfg.get("log_dir") or "logs") / f"compare_{cfg.preset}"
@@ -74,13 +83,24 @@ def _global_step(weights: Path) -> int:
     return int(checkpoint["global_step"])
 
 
-def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -> None:
+def _system(cfg: DictConfig) -> type:
     target = get_class(cfg.model._target_)
-    if not (isinstance(target, type) and issubclass(target, expected)):
+    return target if isinstance(target, type) else type(None)
+
+
+def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -> None:
+    if not issubclass(_system(cfg), expected):
         raise ValueError(
             f"{where} must select a {expected.__name__} model ({example}), got "
             f"model._target_={cfg.model._target_}"
         )
+
+
+def model_kind(cfg: DictConfig) -> str:
+    """A composed stage-1 config's kind: :data:`DIRECT_SR` for a model trained on SR itself
+    (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g. ArcSR), else
+    :data:`ESTIMATOR` (blur / semantic maps or kernels, measured on SR by stages 2 and 3)."""
+    return DIRECT_SR if issubclass(_system(cfg), SuperResolutionTask) else ESTIMATOR
 
 
 class _Runner:
@@ -99,12 +119,12 @@ class _Runner:
         self.sr: DictConfig | None = cfg.get("sr") or None
         self.blur_only = set(self.sr.get("blur_only") or []) if self.sr else set()
         self.rows: list[dict[str, Any]] = []
-        #: (seed, "seg" | "blur") -> the stage-2 row (label, weights) of that seed.
+        #: (seed, "seg" | "blur" | "kernels") -> the stage-2 row (label, weights) of that seed.
         self.stage2: dict[tuple[int, str], dict[str, Any]] = {}
         self.start = time.perf_counter()
 
     def run(self) -> None:
-        """Every selected model and seed: stage 1, then (with ``sr``) stage 3."""
+        """Every selected model and seed: stage 1, then (an estimator, with ``sr``) stage 3."""
         only = list(self.cfg.get("only") or [])
         unknown = sorted(set(only) - set(self.cfg.models))
         if unknown:
@@ -112,7 +132,7 @@ class _Runner:
         for model in selected_models(self.cfg):
             for seed in self.cfg.seeds:
                 row, job_cfg, metrics = self.stage1(model, int(seed))
-                if self.sr:
+                if self.sr and row["kind"] == ESTIMATOR:
                     self.stage3(row, job_cfg, metrics)
 
     def write(self) -> None:
@@ -129,11 +149,18 @@ class _Runner:
         net = self.sr.get("net") or {}
         return [f"{prefix}.{k}={hydra_value(v)}" for k, v in net.items()]
 
+    @staticmethod
+    def _input_overrides(prefix: str, kind: str, kernel_channels: int | None) -> list[str]:
+        """What RRDB-SFT at ``prefix`` takes besides the LR image, for a stage-2 ``kind``."""
+        if kind == "kernels":
+            return [f"{prefix}.seg_encoding=none", f"++{prefix}.kernel_channels={kernel_channels}"]
+        return [f"{prefix}.seg_encoding=none"] if kind == "blur" else []
+
     def _add_row(
-        self, label: str, seed: int, info: dict[str, Any], metrics: dict[str, float]
+        self, label: str, seed: int, kind: str, info: dict[str, Any], metrics: dict[str, float]
     ) -> dict[str, Any]:
         """Append the row of a finished run (its :data:`METRICS`, NaN where not logged)."""
-        row: dict[str, Any] = {"model": label, "seed": seed, **info}
+        row: dict[str, Any] = {"model": label, "seed": seed, "kind": kind, **info}
         row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
         self.rows.append(row)
         return row
@@ -157,7 +184,8 @@ class _Runner:
         return metrics, info
 
     def stage1(self, model: str, seed: int) -> tuple[dict[str, Any], DictConfig, dict[str, float]]:
-        """Train and test ``model`` (its blur/semantics metrics); append its row."""
+        """Train and test ``model`` (an estimator's map metrics, a direct-SR model's SR
+        metrics); append its row."""
         overrides = [
             *self.cfg.models[model],
             *self.cfg.overrides,
@@ -166,14 +194,23 @@ class _Runner:
         ]
         log.info("compare: %s seed %s", model, seed)
         job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
+        kind = model_kind(job_cfg)
+        if kind == DIRECT_SR and model in self.blur_only:
+            raise ValueError(
+                f"{model} is a direct blind-SR model ({job_cfg.model._target_}): it has no "
+                "stage 2 or 3, so remove it from sr.blur_only"
+            )
         metrics, info = self._train(job_cfg, overrides)
-        row = self._add_row(model, seed, info, metrics)
+        row = self._add_row(model, seed, kind, info, metrics)
         log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
         self.write()
         return row, job_cfg, metrics
 
-    def stage2_for(self, seed: int, kind: str) -> dict[str, Any]:
-        """The seed's stage-2 row of ``kind`` (``seg`` or ``blur``), trained on first use."""
+    def stage2_for(
+        self, seed: int, kind: str, kernel_channels: int | None = None
+    ) -> dict[str, Any]:
+        """The seed's stage-2 row of ``kind`` (``seg``, ``blur`` or ``kernels``, the latter
+        with ``kernel_channels`` taps), trained on first use."""
         if (seed, kind) in self.stage2:
             return self.stage2[(seed, kind)]
         assert self.sr is not None
@@ -183,18 +220,49 @@ class _Runner:
             *self.sr.stage2,
             *self._net_overrides("model.net"),
             *(self.cfg.get("extra") or []),
-            *(["model.net.seg_encoding=none"] if kind == "blur" else []),
+            *self._input_overrides("model.net", kind, kernel_channels),
             *self._tail(seed),
         ]
         log.info("compare: stage 2 (%s) seed %s", label, seed)
         job_cfg = compose_train_config(overrides, self.log_dir / label / f"seed{seed}")
         _require_system(job_cfg, NonBlindSRTask, "sr.stage2", "model=rrdb_sft")
         metrics, info = self._train(job_cfg, overrides)
-        row = self._add_row(label, seed, info, metrics)
+        row = self._add_row(label, seed, STAGE2, info, metrics)
         self.stage2[(seed, kind)] = row
         log.info("compare: stage 2 (%s) seed %s done in %.0f s", label, seed, info["wall_s"])
         self.write()
         return row
+
+    def _stage2_kind(
+        self, model: str, stage1_cfg: DictConfig, metrics: dict[str, float]
+    ) -> tuple[str, int | None]:
+        """What the SR network of ``model``'s stage 3 takes: ``(kind, kernel_channels)``.
+
+        A kernel estimator (it logged ``test/kernels/l1``) feeds an RRDB-SFT conditioned on
+        ``k*k`` kernel taps, ``k`` the data's ``degradation.blur.kernel_size``; the others
+        feed blur + semantic maps, or the blur map only (``sr.blur_only``).
+        """
+        if "test/kernels/l1" in metrics:
+            if model in self.blur_only:
+                raise ValueError(
+                    f"{model} estimates kernels (it logged test/kernels/l1): its blind SR "
+                    "takes the kernel field, so remove it from sr.blur_only"
+                )
+            size = OmegaConf.select(stage1_cfg, "degradation.blur.kernel_size")
+            if size is None:
+                raise ValueError(
+                    f"{model} estimates kernels but the data's degradation has no "
+                    "blur.kernel_size; use a kernel-field degradation (degradation=motion_sv "
+                    "or gaussian_sv)"
+                )
+            return "kernels", int(size) ** 2
+        kind = "blur" if model in self.blur_only else "seg"
+        if kind == "seg" and "test/seg/miou" not in metrics:
+            raise ValueError(
+                f"{model} predicts no semantic map (it logged no test/seg/miou), so its "
+                f"blind SR needs the blur-only RRDB-SFT: add {model} to sr.blur_only"
+            )
+        return kind, None
 
     def stage3(
         self, row: dict[str, Any], stage1_cfg: DictConfig, metrics: dict[str, float]
@@ -202,13 +270,9 @@ class _Runner:
         """Fine-tune RRDB-SFT on the frozen estimates of ``row``'s model; test; fill the row."""
         assert self.sr is not None
         model, seed = row["model"], row["seed"]
-        kind = "blur" if model in self.blur_only else "seg"
-        if kind == "seg" and "test/seg/miou" not in metrics:
-            raise ValueError(
-                f"{model} predicts no semantic map (it logged no test/seg/miou), so its "
-                f"blind SR needs the blur-only RRDB-SFT: add {model} to sr.blur_only"
-            )
-        stage2 = self.stage2_for(seed, kind)
+        kind, kernel_channels = self._stage2_kind(model, stage1_cfg, metrics)
+        stage2 = self.stage2_for(seed, kind, kernel_channels)
+        row["sr_stage2"] = stage2["model"]  # known before stage 3 ends (for the tables)
         estimator = OmegaConf.to_container(stage1_cfg.model.net, resolve=True)
         overrides = [
             *self.cfg.overrides,
@@ -218,7 +282,7 @@ class _Runner:
             # the stage-1 network, as configured for that run
             "~model.net.estimator",
             f"+model.net.estimator={hydra_value(estimator)}",
-            *(["model.net.sr.seg_encoding=none"] if kind == "blur" else []),
+            *self._input_overrides("model.net.sr", kind, kernel_channels),
             f"model.estimator_ckpt={hydra_value(str(row['weights']))}",
             f"model.sr_ckpt={hydra_value(str(stage2['weights']))}",
             *self._tail(seed),

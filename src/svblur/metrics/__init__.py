@@ -18,10 +18,19 @@ from .functional import (
     normalize_blur,
 )
 from .metrics import BlurPSNR, BlurSSIM, KernelL1, MeanIoU
+from .regions import (
+    HIGHER_IS_BETTER,
+    REGIONS,
+    RegionMetrics,
+    local_perceptual_metrics,
+    region_scores,
+)
 from .sr import SRPSNR, SRSSIM, psnr_rgb, psnr_y, rgb_to_y, ssim_rgb, ssim_y
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "IGNORE_INDEX",
+    "REGIONS",
     "SRPSNR",
     "SRSSIM",
     "BlurPSNR",
@@ -29,18 +38,21 @@ __all__ = [
     "BoundaryBlurError",
     "KernelL1",
     "MeanIoU",
+    "RegionMetrics",
     "blur_psnr",
     "blur_ssim",
     "boundary_blur_error",
     "confusion_matrix",
-    "kernel_l1",
     "depth_boundary_mask",
     "depth_discontinuities",
+    "kernel_l1",
+    "local_perceptual_metrics",
     "mean_iou",
     "miou_from_confusion",
     "normalize_blur",
     "psnr_rgb",
     "psnr_y",
+    "region_scores",
     "rgb_to_y",
     "ssim_rgb",
     "ssim_y",

@@ -23,8 +23,10 @@ from .convert import (
     to_official_cmos,
     to_official_rrdb_sft,
 )
+from .discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
 from .manet import MABlock, MAConv, MANet
 from .rrdb_sft import RRDBSFT
+from .rrdbnet import RRDBNet
 from .unet import UNetBlurSeg
 
 __all__ = [
@@ -34,11 +36,14 @@ __all__ = [
     "BlindSR",
     "CheckpointError",
     "CheckpointMismatchError",
+    "ConditionalUNetDiscriminatorSN",
     "LoadedNetwork",
     "MABlock",
     "MAConv",
     "MANet",
+    "RRDBNet",
     "UNetBlurSeg",
+    "UNetDiscriminatorSN",
     "build_network",
     "convert_released",
     "from_official_blind_sr",

@@ -65,6 +65,8 @@ _KIND_BY_SYSTEM = {
     "NonBlindSRTask": "non_blind_sr",
     "BlindSRTask": "blind_sr",
     "KernelBlindSRTask": "blind_sr",
+    "GANSRTask": "blind_sr",
+    "PBaSRTask": "blind_sr",
 }
 
 
@@ -72,14 +74,15 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
     """Tensors of a checkpoint file or mapping, safely (``weights_only=True``).
 
     Accepts a plain state dict, a Lightning checkpoint (its ``state_dict``) or a dict with
-    ``state_dict``/``model``/``params`` entries; ``module.`` prefixes are removed.
+    ``state_dict``/``params_ema``/``params``/``model`` entries (BasicSR files: the EMA
+    weights first); ``module.`` prefixes are removed.
 
     Raises:
         CheckpointError: As :func:`read_checkpoint`, or no state dict of tensors inside.
     """
     obj = read_checkpoint(source) if isinstance(source, (str, Path)) else source
     if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model", "params"):
+        for wrapper in ("state_dict", "params_ema", "params", "model"):
             inner = obj.get(wrapper)
             if isinstance(inner, Mapping):
                 obj = inner
@@ -299,12 +302,31 @@ class LoadedNetwork:
 def _kind_of(net: nn.Module) -> str:
     from .blind_sr import BlindSR
     from .rrdb_sft import RRDBSFT
+    from .rrdbnet import RRDBNet
 
-    if isinstance(net, BlindSR):
+    if isinstance(net, (BlindSR, RRDBNet)):
         return "blind_sr"
     if isinstance(net, RRDBSFT):
         return "non_blind_sr"
     return "estimator"
+
+
+def _average_branches(
+    state: Mapping[str, torch.Tensor], prefixes: list[str], path: str | Path
+) -> dict[str, torch.Tensor]:
+    """The mean of the branches' state dicts (``general.*``, ``blur.*`` -> ``*``)."""
+    parts = [
+        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        for prefix in prefixes
+    ]
+    if not parts[0] or any(part.keys() != parts[0].keys() for part in parts):
+        raise CheckpointError(f"{path}: the branches {prefixes} are missing or differ")
+    return {
+        key: sum(part[key] for part in parts) / len(parts)
+        if parts[0][key].is_floating_point()
+        else parts[0][key]
+        for key in parts[0]
+    }
 
 
 def load_network(
@@ -338,6 +360,9 @@ def load_network(
     config: Any = record.get("net") if isinstance(record, Mapping) else None
     recorded = config is not None
     state = read_state_dict(checkpoint)
+    average_of = record.get("average_of") if isinstance(record, Mapping) else None
+    if average_of:  # branches of one network (PBaSR): the inference network is their mean
+        state = _average_branches(state, list(average_of), path)
     if config is None and detect_official_kind(state) == "cmos":
         classes = int(from_official_cmos(state)["output_heads.seg.classifier.weight"].shape[0])
         config = {"_target_": "svblur.models.CMOS", "num_classes": classes}

@@ -20,7 +20,7 @@ from torch import nn
 
 from svblur.nn import GIA
 
-__all__ = ["SFT", "RRDBSFT", "PriorEncoder", "RRDBSFTBlock", "ResidualDenseBlock"]
+__all__ = ["RRDB", "SFT", "RRDBSFT", "PriorEncoder", "RRDBSFTBlock", "ResidualDenseBlock"]
 
 SegEncoding = Literal["index", "onehot", "probs", "none"]
 FuseResolution = Literal["hr", "lr"]
@@ -91,8 +91,55 @@ class SFT(nn.Module):
         return features * scale + shift
 
 
-class RRDBSFTBlock(nn.Module):
+class RRDB(nn.Module):
+    """ESRGAN's residual-in-residual dense block, optionally modulated by a prior (SFT).
+
+    Three :class:`ResidualDenseBlock` in a row, their output scaled by ``residual_scale``
+    (0.2) and added to the block's input. With ``prior_channels`` an :class:`SFT` layer
+    modulates the input by a prior map before the dense blocks (MANet's RRDB-SFT block);
+    without, it is the plain block of ESRGAN's RRDBNet. Parameter names: ``sft.*`` (only
+    with a prior), ``dense{1,2,3}.conv{1..5}.*``.
+
+    Args:
+        channels: Input and output channels.
+        growth_channels: Growth of the dense blocks.
+        residual_scale: Residual scale of the dense blocks and of the whole block.
+        prior_channels: Channels of the prior map; ``None``: no SFT layer.
+
+    Shape:
+        ``features (B, C, h, w)`` [, ``prior (B, P, h, w)``] ``-> (B, C, h, w)``.
+    """
+
+    def __init__(
+        self,
+        channels: int = 64,
+        growth_channels: int = 32,
+        residual_scale: float = 0.2,
+        prior_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.residual_scale = residual_scale
+        # built before the dense blocks, so that seeded initialization is unchanged
+        self.sft = None if prior_channels is None else SFT(channels, prior_channels)
+        self.dense1 = ResidualDenseBlock(channels, growth_channels, residual_scale)
+        self.dense2 = ResidualDenseBlock(channels, growth_channels, residual_scale)
+        self.dense3 = ResidualDenseBlock(channels, growth_channels, residual_scale)
+
+    def forward(self, features: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the block (``prior`` is required with an SFT layer, ignored without)."""
+        out = features
+        if self.sft is not None:
+            if prior is None:
+                raise ValueError("this RRDB block has an SFT layer: pass the prior map")
+            out = self.sft(out, prior)
+        out = self.dense3(self.dense2(self.dense1(out)))
+        return out * self.residual_scale + features
+
+
+class RRDBSFTBlock(RRDB):
     """SFT, then three residual dense blocks, scaled residual (0.2) around the whole block.
+
+    An :class:`RRDB` with an SFT layer (``prior_channels`` is required).
 
     Shape:
         ``features (B, C, h, w), prior (B, P, h, w) -> (B, C, h, w)``.
@@ -105,17 +152,7 @@ class RRDBSFTBlock(nn.Module):
         growth_channels: int = 32,
         residual_scale: float = 0.2,
     ) -> None:
-        super().__init__()
-        self.residual_scale = residual_scale
-        self.sft = SFT(channels, prior_channels)
-        self.dense1 = ResidualDenseBlock(channels, growth_channels, residual_scale)
-        self.dense2 = ResidualDenseBlock(channels, growth_channels, residual_scale)
-        self.dense3 = ResidualDenseBlock(channels, growth_channels, residual_scale)
-
-    def forward(self, features: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """Apply the block."""
-        out = self.dense3(self.dense2(self.dense1(self.sft(features, prior))))
-        return out * self.residual_scale + features
+        super().__init__(channels, growth_channels, residual_scale, prior_channels)
 
 
 class PriorEncoder(nn.Module):
