@@ -23,7 +23,8 @@ from svblur.experiments import (
     write_tables,
 )
 from svblur.experiments import runner as compare
-from svblur.models import CMOS
+from svblur.experiments.claims import ARCSR_CLAIMS, CLAIMS, STAGE2_LABELS, paper_of
+from svblur.models import CMOS, MANet
 from svblur.systems.sr import BlindSRTask
 
 
@@ -398,3 +399,168 @@ def test_preset_errors_name_the_fix():
         "cmos_no_gia",
         "cmos_full",
     ]
+
+
+def test_arcsr_orderings_with_their_seed_spread():
+    """The ArcSR paper's orderings are checked only when a preset names them."""
+    sr = "test/sr/psnr_y"
+    values = {
+        "arcsr_full": (24.0, 24.2),
+        "arcsr_no_dmconv": (23.9, 24.0),  # within the spread of arcsr_full
+        "arcsr_no_kgconv": (23.0, 23.1),
+        "arcsr_baseline": (22.0, 22.1),
+        "manet": (24.5, 24.6),  # beats ArcSR: the ordering does not hold
+        STAGE2_LABELS["kernels"]: (25.0, 25.1),
+    }
+    rows = [{"model": m, sr: v} for m, pair in values.items() for v in pair]
+    assert claim_lines(rows) == []  # the CMOS paper's orderings name none of these
+    lines = claim_lines(rows, ARCSR_CLAIMS)
+    assert len(lines) == len(ARCSR_CLAIMS) == 10
+    verdicts = {line.split(" on ")[0][2:]: line.rsplit("): ", 1)[1] for line in lines}
+    assert verdicts["arcsr_full > arcsr_no_dmconv"].startswith(
+        "holds (difference within seed spread);"
+    )
+    assert verdicts["arcsr_full > arcsr_no_kgconv"].startswith("holds;")
+    assert verdicts["arcsr_no_kgconv > arcsr_baseline"].startswith("holds;")
+    assert verdicts["arcsr_full > manet"].startswith("does NOT hold;")
+    for model in ("arcsr_full", "arcsr_no_dmconv", "arcsr_no_kgconv", "arcsr_baseline", "manet"):
+        assert verdicts[f"stage2_gt_kernels > {model}"].startswith("holds;")
+    assert paper_of(None).claims is CLAIMS and paper_of("arcsr").claims is ARCSR_CLAIMS
+    assert "test/kernels/l1" not in paper_of("cmos").columns
+
+
+def test_motion_tiny_preset_runs_direct_sr_models_next_to_kernel_blind_sr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """ArcSR rows are tested on SR directly; MANet's kernels feed stages 2 and 3."""
+    loaded = _spy_stage3_start(monkeypatch)
+    cfg = load_preset(["preset=motion_tiny", f"out_dir={tmp_path}/res", f"log_dir={tmp_path}/logs"])
+    rows = run_comparison(cfg, "svblur-compare preset=motion_tiny")
+    arcsr = ["arcsr_full", "arcsr_no_dmconv", "arcsr_no_kgconv", "arcsr_baseline"]
+    assert [(r["model"], r["seed"], r["kind"]) for r in rows] == [
+        *((m, 0, "direct_sr") for m in arcsr),
+        ("manet", 0, "estimator"),
+        ("stage2_gt_kernels", 0, "stage2"),
+    ]
+    by_model = {r["model"]: r for r in rows}
+    for row in rows:
+        assert row["wall_s"] > 0 and row["steps"] == 2 and row["params"] > 0
+        assert math.isfinite(row["test/sr/psnr_y"]) and row["test/sr/psnr_y"] > 5
+        assert 0 < row["test/sr/ssim_y"] <= 1
+    # The direct blind-SR models: their own SR test, no stage 2 or 3.
+    flags = {
+        "arcsr_full": [],
+        "arcsr_no_dmconv": ["model.net.dmconv=false"],
+        "arcsr_no_kgconv": ["model.net.kgconv=false"],
+        "arcsr_baseline": ["model.net.dmconv=false", "model.net.kgconv=false"],
+    }
+    for model in arcsr:
+        row = by_model[model]
+        assert row["command"].startswith("svblur-train model=arcsr ")
+        assert [o for o in row["command"].split() if o.endswith("conv=false")] == flags[model]
+        assert not any(key.startswith("sr_") for key in row)
+        assert not (tmp_path / "logs" / "compare_motion_tiny" / model / "seed0" / "stage3").exists()
+    # MANet: kernels estimated in stage 1, blind-SR numbers from its stage 3.
+    manet, stage2 = by_model["manet"], by_model["stage2_gt_kernels"]
+    assert math.isfinite(manet["test/kernels/l1"]) and 0 <= manet["test/kernels/l1"] <= 2
+    assert manet["sr_stage2"] == "stage2_gt_kernels" and manet["sr_steps"] == 2
+    assert "model=blind_sr" in manet["sr_command"]
+    assert "++model.net.sr.kernel_channels=25" in manet["sr_command"]  # 5x5 data kernels
+    assert "++model.net.kernel_channels=25" in stage2["command"]
+    assert len(loaded) == 1
+    assert loaded[0]["estimator_ckpt"] == str(manet["weights"])
+    assert loaded[0]["sr_ckpt"] == str(stage2["weights"])
+    assert _identical(loaded[0]["estimator"], _net_state(manet["weights"]))
+    assert _identical(loaded[0]["sr"], _net_state(stage2["weights"]))
+    stage3 = torch.load(manet["sr_weights"], map_location="cpu", weights_only=True)
+    assert stage3["state_dict"]["net.sr.prior.code.weight"].shape[1] == 25
+    assert _identical(
+        _net_state(manet["sr_weights"], "net.estimator."), _net_state(manet["weights"])
+    )
+
+    with open(tmp_path / "res" / "compare_motion_tiny.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["model"], r["kind"]) for r in table] == [(r["model"], r["kind"]) for r in rows]
+    assert "test/kernels/l1" in table[0] and "test/blur/psnr" not in table[0]
+    md = (tmp_path / "res" / "compare_motion_tiny.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model |"))
+    assert header == (
+        "| model | params | blind-SR PSNR-Y (dB) | blind-SR SSIM-Y | kernel L1 | wall (s/run) "
+        "| stage-3 wall (s/run) |"
+    )
+    for model in arcsr:
+        assert md.split(f"| {model} |")[1].split("\n")[0].rstrip().endswith("| n/a |")
+    assert md.index("| manet |") < md.index("| stage2_gt_kernels |")
+    claims = md.split("## The ArcSR paper's orderings on this data\n\n")[1].split("\n\n")[0]
+    claim_rows = claims.splitlines()
+    assert len(claim_rows) == 10
+    assert claim_rows[0].startswith("- arcsr_full > arcsr_no_dmconv on blind-SR PSNR-Y (dB)")
+    assert claim_rows[4].startswith("- arcsr_full > manet on blind-SR PSNR-Y (dB)")
+    assert claim_rows[-1].startswith("- stage2_gt_kernels > manet on blind-SR PSNR-Y (dB)")
+    assert all(": holds;" in c or ": does NOT hold;" in c for c in claim_rows)
+    assert (
+        "conditioned on the kernel field" in md
+        and "for the kernel estimators manet (stage2_gt_kernels" in md
+    )
+    assert "Direct blind-SR models (arcsr_full, arcsr_no_dmconv" in md
+
+
+def test_preset_paper_and_model_kinds_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ValueError, match=r"paper='nope' is unknown; known: \['arcsr', 'cmos'\]"):
+        load_preset(["preset=motion_tiny", "paper=nope"])
+    assert load_preset(["preset=tiny"]).get("paper") is None  # CMOS by default
+
+    def no_training(cfg, weights_path=None):
+        raise AssertionError("the preset's error must come before any training")
+
+    monkeypatch.setattr(compare, "train", no_training)
+    cfg = load_preset(
+        [
+            "preset=motion_tiny",
+            "only=[arcsr_full]",
+            "sr.blur_only=[arcsr_full]",
+            f"out_dir={tmp_path}/res",
+            f"log_dir={tmp_path}/logs",
+        ]
+    )
+    with pytest.raises(ValueError, match="direct blind-SR model .* remove it from sr.blur_only"):
+        run_comparison(cfg, "x")
+
+
+def test_motion_preset_composes_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The motion preset's configs (training replaced by a stub): MANet's kernel head feeds
+    an RRDB-SFT on 121 taps; ArcSR has no stages 2 or 3; one schedule for all."""
+    runs: list = []
+
+    def fake_train(cfg, weights_path=None):
+        runs.append(cfg)
+        if cfg.model._target_.endswith("BlurSemanticsTask"):
+            return {"test/kernels/l1": 0.5}
+        return {"test/sr/psnr_y": 20.0}
+
+    monkeypatch.setattr(compare, "train", fake_train)
+    monkeypatch.setattr(compare, "_global_step", lambda weights: 7)
+    monkeypatch.setattr(compare, "_trainable_parameters", lambda cfg: 1)
+    cfg = load_preset(
+        ["preset=motion", "seeds=[0]", f"out_dir={tmp_path}/res", f"log_dir={tmp_path}/logs"]
+    )
+    rows = run_comparison(cfg, "x")
+    systems = [c.model._target_.rsplit(".", 1)[1] for c in runs]
+    assert systems == [*["KernelBlindSRTask"] * 4, "BlurSemanticsTask", "NonBlindSRTask"] + [
+        "BlindSRTask"
+    ]
+    assert [r["kind"] for r in rows] == [*["direct_sr"] * 4, "estimator", "stage2"]
+    assert [(c.model.net.dmconv, c.model.net.kgconv) for c in runs[:4]] == [
+        (True, True),
+        (False, True),
+        (True, False),
+        (False, False),
+    ]
+    assert {c.degradation.blur.kernel_size for c in runs} == {11}
+    assert {c.model.scheduler._target_ for c in runs} == {"svblur.systems.WarmupCosineLR"}
+    manet, stage2, stage3 = runs[4], runs[5], runs[6]
+    assert instantiate(manet.model.net).kernel_size == 11
+    assert stage2.model.net.kernel_channels == 121 == stage3.model.net.sr.kernel_channels
+    estimator = instantiate(stage3.model.net.estimator)
+    assert isinstance(estimator, MANet) and estimator.output == "kernels"
+    assert stage2.trainer.max_epochs == runs[0].trainer.max_epochs  # the upper bound's budget

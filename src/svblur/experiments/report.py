@@ -109,7 +109,7 @@ def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
         "blur": "blur-only (seg_encoding=none) for {}, which predict no semantic map",
         "kernels": (
             "conditioned on the kernel field (kernel_channels = k*k of the data's "
-            "degradation.blur.kernel_size, no semantic map) for {}, which estimate kernels"
+            "degradation.blur.kernel_size, no semantic map) for the kernel estimators {}"
         ),
     }
     parts = []
@@ -136,8 +136,8 @@ def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
         + ". The stage2_gt_* rows are these networks tested on ground-truth inputs (the "
         "paper's upper bound; they get none of the stage-3 steps). Stage 3, per model and "
         "seed, the same budget for every model: the model's final stage-1 weights, frozen, "
-        "estimate the maps from the LR image; RRDB-SFT starts from the matching stage-2 "
-        "weights of that seed, is fine-tuned on those estimates (`overrides` + "
+        "estimate the maps (or kernels) from the LR image; RRDB-SFT starts from the "
+        "matching stage-2 weights of that seed, is fine-tuned on those estimates (`overrides` + "
         f"`{' '.join(sr.stage3)}`, {stage3_steps} steps), then tested. Models that share a "
         "stage-2 network differ only in their estimates; between the groups the SR "
         "network's input differs too (e.g. blur only vs blur + semantics), as in the paper."
