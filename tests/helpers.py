@@ -1,10 +1,13 @@
-"""Callbacks the app tests inject through Hydra (``+callbacks.x._target_=tests.helpers...``)."""
+"""Callbacks the app tests inject through Hydra (``+callbacks.x._target_=tests.helpers...``),
+and readers of a run's logs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
+from pathlib import Path
 
 import lightning as L
 
@@ -37,3 +40,12 @@ class KillAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def epoch_losses(run: Path) -> list[float]:
+    """``train/loss_epoch`` of every epoch, from the run's CSV log."""
+    (path,) = run.glob("csv/version_*/metrics.csv")
+    with open(path) as f:
+        return [
+            float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")
+        ]

@@ -3,7 +3,6 @@ the optional kernel loss, and svblur-predict with an ArcSR checkpoint."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from svblur.cli.predict import predict
 from svblur.experiments.training import train
 from svblur.systems.sr import kernels_on_grid
 
+from .helpers import epoch_losses
 from .test_motion_data import make_gopro, make_reds
 from .test_predict import _predict_cfg
 
@@ -29,14 +29,6 @@ TINY_ARCSR = [
     "model.net.dm_convs_per_block=2",
     "model.log_images=0",
 ]
-
-
-def _epoch_losses(run: Path) -> list[float]:
-    (path,) = run.glob("csv/version_*/metrics.csv")
-    with open(path) as f:
-        return [
-            float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")
-        ]
 
 
 def test_synthetic_arcsr_trains_and_its_loss_falls(make_cfg):
@@ -54,7 +46,7 @@ def test_synthetic_arcsr_trains_and_its_loss_falls(make_cfg):
     assert cfg.model.net._target_ == "svblur.models.ArcSR"
     assert cfg.degradation.blur._target_ == "svblur.degradation.MotionFieldBlur"
     train(cfg)
-    losses = _epoch_losses(Path(cfg.paths.output_dir))
+    losses = epoch_losses(Path(cfg.paths.output_dir))
     assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses
 
 

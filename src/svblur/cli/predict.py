@@ -17,6 +17,15 @@ uint16 PNG holding ``round(sigma * 10)``, the data sets' format) and ``<stem>_se
 tiles on the device and blended on the CPU (:class:`svblur.inference.TiledPredictor`), so
 any size works with bounded device memory. Unreadable files are reported and skipped; a
 summary ends the run (and ``summary.json`` in ``output``).
+
+A diffusion checkpoint (SSR stage 3, :class:`svblur.models.DiffusionSR` trained with
+``model.condition=svkr``) writes ``<stem>_sr.png`` sampled by reverse diffusion and
+``<stem>_kernels.png`` (its SVKR's kernels): the SVKR runs on the whole image, the
+denoiser in tiles of ``tile_size`` / ``tile_overlap`` LR pixels that share one noise
+image (see :meth:`DiffusionSR.sample <svblur.models.DiffusionSR.sample>`). Steps, sampler
+and seed are ``steps=20 sampler=ddim seed=1`` (else ``model.sampling`` when the model config
+has it, else the network's defaults and seed 0); the same
+seed gives the same image.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from svblur.errors import InputError
 from svblur.experiments.training import apply_extras, require
 from svblur.inference import TiledPredictor
 from svblur.io import IMAGE_SUFFIXES, atomic_path, read_image
+from svblur.models import DKENet
 from svblur.models.checkpoints import LoadedNetwork, load_network
 from svblur.systems.visualize import colorize_scalar, kernel_field_picture, palette
 
@@ -202,6 +212,18 @@ def load_model(cfg: DictConfig, ckpt: Path) -> LoadedNetwork:
         return OmegaConf.to_container(net_cfg, resolve=True)  # type: ignore[return-value]
 
     loaded = load_network(ckpt, fallback_config=config_from_cfg)
+    if loaded.kind == "diffusion_sr" and getattr(loaded.net, "estimator", None) is None:
+        raise InputError(
+            f"{ckpt}: this diffusion SR was trained on ground-truth kernels and depth "
+            "(model.condition=ground_truth), which a photo does not have; predict with a "
+            "checkpoint trained with model.condition=svkr"
+        )
+    if isinstance(loaded.net, DKENet):
+        raise InputError(
+            f"{ckpt}: an SSR stage-1 kernel estimator (DKENet) needs a depth map as well as "
+            "the photo; predict with an SVKR written by svblur.systems.assemble_svkr (give it "
+            "a depth estimator that reads images) or with a stage-3 diffusion checkpoint"
+        )
     if loaded.kind == "non_blind_sr":
         raise InputError(
             f"{ckpt}: a stage-2 (non-blind SR) checkpoint needs blur and semantic maps as "
@@ -211,12 +233,60 @@ def load_model(cfg: DictConfig, ckpt: Path) -> LoadedNetwork:
     return loaded
 
 
+def diffusion_options(cfg: DictConfig) -> dict[str, Any]:
+    """Sampling options of a diffusion checkpoint: the top-level ``steps`` / ``sampler`` /
+    ``seed`` when set, else ``model.sampling`` where the model config has it, else the
+    network's steps and sampler, seed 0 and the tiles of ``tile_size`` / ``tile_overlap``."""
+    sampling = OmegaConf.select(cfg, "model.sampling", default=None) or {}
+
+    def option(key: str, default: Any) -> Any:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            value = sampling.get(key)
+        return default if value is None else value
+
+    return {
+        "steps": option("steps", None),
+        "sampler": option("sampler", None),
+        "seed": int(option("seed", 0)),
+        "tile_size": int(cfg.tile_size),
+        "tile_overlap": int(cfg.tile_overlap),
+    }
+
+
+class DiffusionPredictor:
+    """SR of one LR image by a :class:`~svblur.models.DiffusionSR` with its SVKR.
+
+    Returns (``__call__``) CPU float32 ``sr`` ``(3, H, W)`` and ``kernels`` ``(k*k, h, w)``
+    on the LR grid (the SVKR's HR field subsampled), as :func:`save_outputs` takes them.
+    """
+
+    def __init__(self, net: Any, options: dict[str, Any], device: torch.device) -> None:
+        self.net = net
+        self.options = options
+        self.device = device
+        self.used_tile_size = int(options["tile_size"])
+
+    @torch.no_grad()
+    def __call__(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+        lr = lr.to(self.device)
+        conditions = self.net.estimate_conditions(lr)
+        sr = self.net.sample(lr, conditions["depth"], conditions["kernels"], **self.options)
+        kernels = conditions["kernels"]
+        step = max(1, kernels.shape[-1] // lr.shape[-1])
+        return {
+            "sr": sr[0].float().cpu(),
+            "kernels": kernels[0, :, ::step, ::step].float().cpu(),
+        }
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run blind SR over ``cfg.input`` and write the results to ``cfg.output``.
 
     Returns:
         Summary: ``kind`` (what the checkpoint's network computes), ``processed`` (names), ``failed`` (name -> reason), ``ignored`` (files
-        without an image suffix), ``seconds``, ``tile_size`` (smallest tile size used).
+        without an image suffix), ``seconds``, ``tile_size`` (smallest tile size used);
+        for a diffusion checkpoint also ``steps``, ``sampler``, ``seed``, ``tile_overlap``.
     """
     apply_extras(cfg)
     ckpt = Path(require(cfg, "ckpt", "a checkpoint (ckpt=PATH)"))
@@ -241,17 +311,21 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             maps["kernels"] = kernels[..., ::step, ::step] if step > 1 else kernels
         return maps
 
-    predictor = TiledPredictor(
-        run,
-        scale=scale,
-        tile_size=int(cfg.tile_size),
-        overlap=int(cfg.tile_overlap),
-        device=device,
-        precision=str(cfg.precision),
-        min_tile_size=int(cfg.min_tile_size),
-        lr_keys=("kernels",),
-    )
+    if loaded.kind == "diffusion_sr":
+        predictor: Any = DiffusionPredictor(net, diffusion_options(cfg), device)
+    else:
+        predictor = TiledPredictor(
+            run,
+            scale=scale,
+            tile_size=int(cfg.tile_size),
+            overlap=int(cfg.tile_overlap),
+            device=device,
+            precision=str(cfg.precision),
+            min_tile_size=int(cfg.min_tile_size),
+            lr_keys=("kernels",),
+        )
     summary: dict[str, Any] = {
+        **getattr(predictor, "options", {}),
         "kind": loaded.kind,
         "processed": [],
         "failed": {},

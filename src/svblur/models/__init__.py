@@ -24,6 +24,7 @@ from .convert import (
     to_official_rrdb_sft,
 )
 from .depth import DepthEstimator, GroundTruthDepth, HFDepth, SMPDepthNet, normalize_depth
+from .diffusion_sr import ConditionEncoder, DiffusionSR
 from .discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
 from .dkenet import DABlock, DKENet
 from .manet import MABlock, MAConv, MANet
@@ -40,10 +41,12 @@ __all__ = [
     "BlindSR",
     "CheckpointError",
     "CheckpointMismatchError",
+    "ConditionEncoder",
     "ConditionalUNetDiscriminatorSN",
     "DABlock",
     "DKENet",
     "DepthEstimator",
+    "DiffusionSR",
     "GroundTruthDepth",
     "HFDepth",
     "LoadedNetwork",

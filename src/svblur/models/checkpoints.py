@@ -59,7 +59,8 @@ RECORD_KEY = "svblur"
 
 #: Kinds of network a checkpoint can hold, by what they compute from an LR image.
 #: ``estimator``: blur and/or semantic maps (stage 1: CMOS, MANet, ...);
-#: ``non_blind_sr``: SR given the maps (stage 2: RRDB-SFT); ``blind_sr``: SR and maps.
+#: ``non_blind_sr``: SR given the maps (stage 2: RRDB-SFT); ``blind_sr``: SR and maps;
+#: ``diffusion_sr``: SR by reverse diffusion (SSR stage 3, ``DiffusionSR.sample``).
 _KIND_BY_SYSTEM = {
     "BlurSemanticsTask": "estimator",
     "NonBlindSRTask": "non_blind_sr",
@@ -67,6 +68,7 @@ _KIND_BY_SYSTEM = {
     "KernelBlindSRTask": "blind_sr",
     "GANSRTask": "blind_sr",
     "PBaSRTask": "blind_sr",
+    "DiffusionSRTask": "diffusion_sr",
 }
 
 
@@ -301,9 +303,12 @@ class LoadedNetwork:
 
 def _kind_of(net: nn.Module) -> str:
     from .blind_sr import BlindSR
+    from .diffusion_sr import DiffusionSR
     from .rrdb_sft import RRDBSFT
     from .rrdbnet import RRDBNet
 
+    if isinstance(net, DiffusionSR):
+        return "diffusion_sr"
     if isinstance(net, (BlindSR, RRDBNet)):
         return "blind_sr"
     if isinstance(net, RRDBSFT):

@@ -22,7 +22,7 @@ from svblur.degradation import GaussianFieldBlur, KernelPCA, gaussian_kernel, im
 
 from .depth import DepthEstimator
 
-__all__ = ["SVKR", "fit_kernel_pca"]
+__all__ = ["SVKR", "ConstantDepth", "fit_kernel_pca"]
 
 Update = Literal["alg1", "eq2"]
 
@@ -81,6 +81,25 @@ def fit_kernel_pca(
     return KernelPCA.fit_degradation(draw, num_kernels, num_components, seed)
 
 
+class ConstantDepth(DepthEstimator):
+    """No depth: every pixel at the same depth (all zeros, what :func:`normalize_depth
+    <svblur.models.depth.normalize_depth>` makes of a constant map).
+
+    The "without depth" variant of SSR's kernel estimation (the paper's Table 2 idea): a
+    DKENet trained or run with it sees no depth information. It has no parameters.
+
+    Shape:
+        ``image (B, C, H, W) -> (B, 1, H, W)`` zeros of the image's dtype.
+    """
+
+    def forward(self, image: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        if image.dim() != 4:
+            raise ValueError(
+                f"ConstantDepth expects a batch of images (B, C, H, W), got {tuple(image.shape)}"
+            )
+        return image.new_zeros(image.shape[0], 1, image.shape[-2], image.shape[-1])
+
+
 class SVKR(nn.Module):
     """Spatially variant kernel refinement (SSR, Alg. 1): depth, kernels and SR in turn.
 
@@ -123,15 +142,18 @@ class SVKR(nn.Module):
         gamma: Weight of the new estimate (SSR: 0.9), in ``[0, 1]``.
         update: ``"alg1"`` or ``"eq2"`` (see above).
         pca: Kernel basis, or the path of one saved by :meth:`KernelPCA.save
-            <svblur.degradation.KernelPCA.save>` (for configs); ``None``: the SR network
-            gets the field itself.
+            <svblur.degradation.KernelPCA.save>` (for configs), or the number of its
+            components ``n``: zero buffers of the basis' shapes, to be filled by
+            ``load_state_dict`` (rebuilding a saved SVKR without refitting); ``None``: the
+            SR network gets the field itself.
         scale: SR factor; ``None``: ``sr_net.scale`` (else ``kernel_estimator.scale``).
 
     Shape:
         ``lr (B, 3, h, w)`` in ``[0, 1]`` -> ``{"sr": (B, 3, H, W), "kernels": (B, k*k, H, W),
-        "depth": (B, 1, H, W), "sr_steps": [T x (B, 3, H, W)]}`` with ``H, W = scale * h,
-        scale * w``: the last SR image ``I[T]``, kernels ``K[T]`` and depth ``D[T]``, and
-        every ``I[1..T]`` (``sr_steps[-1] is sr``).
+        "depth": (B, 1, H, W), "sr_steps": [T x (B, 3, H, W)], "kernel_steps": [T x (B, k*k,
+        H, W)]}`` with ``H, W = scale * h, scale * w``: the last SR image ``I[T]``, kernels
+        ``K[T]`` and depth ``D[T]``, and every ``I[1..T]`` and ``K[1..T]`` (``sr_steps[-1]
+        is sr``, ``kernel_steps[-1] is kernels``).
     """
 
     def __init__(
@@ -142,7 +164,7 @@ class SVKR(nn.Module):
         iterations: int = 3,
         gamma: float = 0.9,
         update: Update = "alg1",
-        pca: KernelPCA | str | Path | None = None,
+        pca: KernelPCA | str | Path | int | None = None,
         scale: int | None = None,
     ) -> None:
         super().__init__()
@@ -167,6 +189,15 @@ class SVKR(nn.Module):
         code_channels = getattr(sr_net, "kernel_channels", None)
         if isinstance(pca, (str, Path)):
             pca = KernelPCA.load(pca)
+        elif isinstance(pca, int) and not isinstance(pca, bool):
+            taps = getattr(kernel_estimator, "kernel_size", None)
+            if not taps or pca < 1:
+                raise ValueError(
+                    "pca=<number of components> needs a kernel estimator with .kernel_size "
+                    f"and a positive count, got {pca}"
+                )
+            zeros = torch.zeros(int(taps) ** 2, dtype=torch.float64)
+            pca = KernelPCA(zeros, zeros.repeat(pca, 1), zeros.new_zeros(pca))
         if pca is None:
             for name in ("pca_mean", "pca_components", "pca_explained"):
                 self.register_buffer(name, None)
@@ -218,7 +249,8 @@ class SVKR(nn.Module):
                 (read only by :class:`~svblur.models.GroundTruthDepth`).
 
         Returns:
-            ``{"sr", "kernels", "depth", "sr_steps"}``, see the class docstring.
+            ``{"sr", "kernels", "depth", "sr_steps", "kernel_steps"}``, see the class
+            docstring.
         """
         if lr.dim() != 4:
             raise ValueError(
@@ -230,6 +262,7 @@ class SVKR(nn.Module):
         kernels = self.kernel_estimator(lr, depth_map)  # K[0] = E[0]
         estimate = kernels
         steps: list[torch.Tensor] = []
+        kernel_steps: list[torch.Tensor] = []
         for t in range(self.iterations):
             if t > 0:  # at t = 0, D[1] = D[0] and E[1] = K[0] = K[1]
                 depth_map = self.depth_estimator(image.clamp(0.0, 1.0), depth=depth)
@@ -238,4 +271,11 @@ class SVKR(nn.Module):
                 estimate = new_estimate
             image = self.sr_net(lr, kernels=self.sr_condition(kernels, lr_size))
             steps.append(image)
-        return {"sr": image, "kernels": kernels, "depth": depth_map, "sr_steps": steps}
+            kernel_steps.append(kernels)
+        return {
+            "sr": image,
+            "kernels": kernels,
+            "depth": depth_map,
+            "sr_steps": steps,
+            "kernel_steps": kernel_steps,
+        }
