@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import re
 
 import lightning as L
 import pytest
@@ -12,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from svblur.errors import InputError
+from svblur.errors import CheckpointError, CheckpointMismatchError, InputError
 from svblur.models.discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
 from svblur.models.rrdb_sft import RRDB, RRDBSFT, RRDBSFTBlock
 from svblur.models.rrdbnet import RRDBNet
@@ -25,6 +28,7 @@ from svblur.systems.gan_losses import (
     PerceptualLoss,
     default_vgg19_path,
 )
+from svblur.systems.pbasr import GANSRTask, PBaSRTask
 
 torch.set_num_threads(1)
 
@@ -146,6 +150,94 @@ def test_conditional_discriminator_ignores_condition_at_init_then_learns_it():
         assert (disc(image, cond_a) - disc(image, cond_b)).abs().max() > 1e-6
     with pytest.raises(ValueError, match="condition must have shape"):
         disc(image, cond_a[:, :, :8])
+
+
+def _trained_discriminator(num_features: int = 8) -> UNetDiscriminatorSN:
+    """A discriminator whose weights and spectral-norm vectors differ from a fresh one's."""
+    torch.manual_seed(5)
+    disc = UNetDiscriminatorSN(num_features=num_features)
+    with torch.no_grad():
+        for _ in range(3):
+            disc(torch.rand(1, 3, 8, 8))
+        for param in disc.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    return disc.eval()
+
+
+def _gan_system(cls, **kwargs):
+    adam = functools.partial(torch.optim.Adam, lr=1e-4)
+    parts = {"blur_discriminator": ConditionalUNetDiscriminatorSN(num_features=8)}
+    return cls(
+        net=tiny_rrdbnet(),
+        discriminator=UNetDiscriminatorSN(num_features=8),
+        g_optimizer=adam,
+        d_optimizer=adam,
+        **(parts if cls is PBaSRTask else {}),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("form", ["state_dict", "lightning"])
+def test_discriminators_start_from_the_anchor_discriminator(tmp_path, form):
+    anchor = _trained_discriminator()
+    path = tmp_path / "anchor_d.pth"
+    if form == "state_dict":  # e.g. Real-ESRGAN's released netD
+        torch.save(anchor.state_dict(), path)
+    else:  # the anchor run's Lightning checkpoint (generator and discriminator)
+        state = {f"net.{k}": v for k, v in tiny_rrdbnet().state_dict().items()}
+        state.update({f"discriminator.{k}": v for k, v in anchor.state_dict().items()})
+        torch.save({"state_dict": state, "global_step": 4}, path)
+    expected = anchor.state_dict()
+    gen = torch.Generator().manual_seed(2)
+    image = torch.rand(2, 3, 16, 24, generator=gen)
+    masks = [
+        torch.zeros(2, 1, 16, 24),
+        torch.ones(2, 1, 16, 24),
+        (torch.rand(2, 1, 16, 24, generator=gen) > 0.5).float(),
+    ]
+    with torch.no_grad():
+        reference = anchor(image)
+
+    gan = _gan_system(GANSRTask, anchor_discriminator_ckpt=str(path))
+    gan.load_anchor()  # no anchor_ckpt: the generator stays random, the discriminator loads
+    loaded = gan.discriminator.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+    pbasr = _gan_system(PBaSRTask, anchor_discriminator_ckpt=str(path))
+    fresh = copy.deepcopy(pbasr.blur_discriminator.state_dict())
+    pbasr.load_anchor()
+    general = pbasr.discriminator.state_dict()
+    assert all(torch.equal(general[k], expected[k]) for k in expected)
+    blur = pbasr.blur_discriminator
+    shared = {k: v for k, v in blur.state_dict().items() if k in expected}
+    assert shared.keys() == expected.keys()
+    assert all(torch.equal(shared[k], expected[k]) for k in expected)
+    # the condition path keeps its initialization: identity on the image, zero condition
+    for key, value in blur.state_dict().items():
+        if key.startswith(("condition_conv.", "fuse.")):
+            assert torch.equal(value, fresh[key]), key
+    blur.eval()
+    with torch.no_grad():
+        for mask in masks:
+            torch.testing.assert_close(blur(image, mask), reference, rtol=0, atol=0)
+
+
+def test_anchor_discriminator_errors_name_the_file_and_default_keeps_random(tmp_path):
+    system = _gan_system(PBaSRTask)
+    before = copy.deepcopy(system.state_dict())
+    system.load_anchor()  # neither option: nothing loaded
+    after = system.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+    wrong = tmp_path / "wide_d.pth"
+    torch.save(UNetDiscriminatorSN(num_features=16).state_dict(), wrong)
+    missing = tmp_path / "missing.pth"
+    for path, error in ((wrong, CheckpointMismatchError), (missing, CheckpointError)):
+        system = _gan_system(GANSRTask, anchor_discriminator_ckpt=str(path))
+        with pytest.raises(error, match=re.escape(str(path))) as info:
+            system.load_anchor()
+        assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------------------- losses

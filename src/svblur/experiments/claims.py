@@ -5,7 +5,8 @@
 reference rows, and :data:`PAPERS` what a preset compares against (its ``paper``
 key): the table's columns, how they are measured, and the paper's comparative claims,
 each an ordering of two labels on one metric (:data:`CLAIMS` for CMOS,
-:data:`ARCSR_CLAIMS` for ArcSR); :func:`claim_lines` says whether each holds.
+:data:`ARCSR_CLAIMS` for ArcSR, :data:`PBASR_CLAIMS` for PBaSR); :func:`claim_lines`
+says whether each holds.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from typing import Any
 
 __all__ = [
     "ARCSR_CLAIMS",
+    "BETTER",
     "CLAIMS",
     "DIRECT_SR",
     "ESTIMATOR",
+    "EQUAL",
     "METRICS",
+    "NOT_WORSE",
     "PAPERS",
+    "PBASR_CLAIMS",
     "STAGE2",
     "STAGE2_LABELS",
     "Paper",
@@ -42,6 +47,26 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("test/sr/psnr_y", "blind-SR PSNR-Y (dB)", True),
     ("test/sr/ssim_y", "blind-SR SSIM-Y", True),
     ("test/kernels/l1", "kernel L1", False),
+    # SR by region of the test image's blur_mask (svblur.metrics.RegionMetrics; PBaSR)
+    *(
+        (f"test/sr/{region}/{metric}", f"{name} {label}", better)
+        for metric, label, better in (
+            ("psnr_y", "PSNR-Y (dB)", True),
+            ("ssim_y", "SSIM-Y", True),
+            ("gmsd", "GMSD", False),
+        )
+        for region, name in (("all", "whole"), ("blurred", "blurred"), ("sharp", "sharp"))
+    ),
+    # the deployed generator (a model's export): its size and time per test image
+    ("inference/params", "inference params", False),
+    ("inference/ms", "inference (ms/image)", False),
+)
+
+#: The keys of :data:`METRICS` that only the PBaSR comparison measures.
+_PBASR_ONLY = tuple(
+    k
+    for k, _, _ in METRICS
+    if k.startswith(("test/sr/all/", "test/sr/blurred/", "test/sr/sharp/", "inference/"))
 )
 
 #: The ``kind`` of a comparison's row: a stage-1 estimator (blur / semantic maps or a
@@ -58,8 +83,13 @@ STAGE2_LABELS: dict[str, str] = {
     "kernels": "stage2_gt_kernels",
 }
 
-#: A claim: (better model, worse model, metric key, where the paper states it).
-Claim = tuple[str, str, str, str]
+#: How a claim's two models compare: ``good`` better than ``bad``; not worse (better, or
+#: worse by less than the combined seed spread); equal (the same value in every run).
+BETTER, NOT_WORSE, EQUAL = ">", ">=", "="
+
+#: A claim: (better model, worse model, metric key, where the paper states it), with the
+#: relation as an optional fifth item (:data:`BETTER` when absent).
+Claim = tuple[str, ...]
 
 #: The CMOS paper's orderings.
 CLAIMS: tuple[Claim, ...] = (
@@ -148,6 +178,38 @@ ARCSR_CLAIMS: tuple[Claim, ...] = (
     ),
 )
 
+#: The PBaSR paper's claims (Qin et al., ECCV 2024; stated there with LPIPS on ReBlurSR-Test
+#: and DIV2K), checked here by region of the blur mask: the merged two-branch generator
+#: against the general anchor and the one-branch model fine-tuned on the mixed data.
+PBASR_CLAIMS: tuple[Claim, ...] = (
+    (
+        "pbasr",
+        "anchor",
+        "test/sr/blurred/psnr_y",
+        "abstract, Tab. 3: better on blur data than the anchor",
+    ),
+    (
+        "pbasr",
+        "anchor_ft_mixed",
+        "test/sr/blurred/psnr_y",
+        "Tab. 2: two branches + CFM beat one model trained on the mixed data",
+    ),
+    (
+        "pbasr",
+        "anchor",
+        "test/sr/sharp/psnr_y",
+        "Sec. 1: blur handled without affecting general quality (here: sharp regions)",
+        NOT_WORSE,
+    ),
+    (
+        "pbasr",
+        "anchor",
+        "inference/params",
+        "CFM: no extra inference or deployment cost (the deployed generator's size)",
+        EQUAL,
+    ),
+)
+
 
 @dataclass(frozen=True)
 class Paper:
@@ -170,7 +232,9 @@ class Paper:
 PAPERS: dict[str, Paper] = {
     "cmos": Paper(
         title="CMOS",
-        columns=tuple(k for k, _, _ in METRICS if not k.startswith("test/kernels/")),
+        columns=tuple(
+            k for k, _, _ in METRICS if not k.startswith("test/kernels/") and k not in _PBASR_ONLY
+        ),
         metrics_note=(
             "Blur PSNR/SSIM: sigma/5, range 1; MAE in sigma pixels (lower is better); "
             "boundary = pixels within 3 px of a depth jump > 10 % (svblur.metrics.boundary)."
@@ -188,6 +252,21 @@ PAPERS: dict[str, Paper] = {
             "and 3 (see the notes)."
         ),
         claims=ARCSR_CLAIMS,
+    ),
+    "pbasr": Paper(
+        title="PBaSR",
+        columns=_PBASR_ONLY,
+        metrics_note=(
+            "Every model is tested on the same partially blurred test images (blur_mask: 1 "
+            "blurred, 0 sharp), by region (svblur.metrics.RegionMetrics): PSNR-Y/SSIM-Y "
+            "(Y channel, a border of `scale` pixels cropped, 8-bit) over the whole image, "
+            "its blurred and its sharp pixels; GMSD (lower is better) of the SR image with "
+            "the other region replaced by the reference. Inference: the deployed generator "
+            "(the model's export, PBaSR's merged (W_G + W_B) / 2) loaded into a plain "
+            "network of the anchor's architecture, its parameters and the time of a forward "
+            "pass per test image (best of 11, first test batch) on this machine."
+        ),
+        claims=PBASR_CLAIMS,
     ),
 }
 
@@ -229,7 +308,10 @@ def claim_lines(rows: list[dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) 
     Returns:
         Markdown list items, e.g. ``"- cmos_full > manet on blur PSNR (dB) (...): holds;
         30.5000 vs 28.5000"``; "(difference within seed spread)" is added when the
-        difference is smaller than the combined standard deviations.
+        difference is smaller than the combined standard deviations. A :data:`NOT_WORSE`
+        claim (``>=``) holds when ``good`` is better, equal, or worse by no more than the
+        combined standard deviations (with one seed: not worse at all); an :data:`EQUAL`
+        claim (``=``) when every run of both models has the same value.
     """
     by_model: dict[str, dict[str, list[float]]] = {}
     for row in rows:
@@ -238,7 +320,9 @@ def claim_lines(rows: list[dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) 
             by_model.setdefault(row["model"], {}).setdefault(key, []).append(value)
     higher = {key: better for key, _, better in METRICS}
     lines = []
-    for good, bad, key, source in claims:
+    for claim in claims:
+        good, bad, key, source = claim[:4]
+        relation = claim[4] if len(claim) > 4 else BETTER
         if good not in by_model or bad not in by_model:
             continue
         (m_good, s_good), (m_bad, s_bad) = (
@@ -248,15 +332,25 @@ def claim_lines(rows: list[dict[str, Any]], claims: tuple[Claim, ...] = CLAIMS) 
         if math.isnan(m_good) or math.isnan(m_bad):
             continue
         diff = m_good - m_bad
-        holds = diff > 0 if higher[key] else diff < 0
+        better = diff > 0 if higher[key] else diff < 0
         spread = math.hypot(s_good, s_bad) if not (math.isnan(s_good) or math.isnan(s_bad)) else 0
         clear = abs(diff) > spread if spread > 0 else None
-        verdict = "holds" if holds else "does NOT hold"
-        if clear is False:
-            verdict += " (difference within seed spread)"
+        symbol = {True: ">", False: "<"}[higher[key]]
+        if relation == EQUAL:
+            holds = all(v == m_bad for v in by_model[good][key] + by_model[bad][key])
+            verdict, symbol = ("holds" if holds else "does NOT hold"), "="
+        elif relation == NOT_WORSE:
+            # not worse: better, equal, or worse by no more than the combined seed spread
+            holds = better or diff == 0 or (spread > 0 and abs(diff) <= spread)
+            verdict, symbol = ("holds" if holds else "does NOT hold"), symbol + "="
+            if holds and not better and diff != 0:
+                verdict += " (worse, but within seed spread)"
+        else:
+            verdict = "holds" if better else "does NOT hold"
+            if clear is False:
+                verdict += " (difference within seed spread)"
         label = next(lbl for k, lbl, _ in METRICS if k == key)
         lines.append(
-            f"- {good} {'>' if higher[key] else '<'} {bad} on {label} ({source}): {verdict}; "
-            f"{m_good:.4f} vs {m_bad:.4f}"
+            f"- {good} {symbol} {bad} on {label} ({source}): {verdict}; {m_good:.4f} vs {m_bad:.4f}"
         )
     return lines

@@ -82,6 +82,8 @@ def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
         else ""
     )
     sr = cfg.get("sr")
+    if not sr and direct and all(r.get("kind") == DIRECT_SR for r in rows):
+        return direct_note.strip()  # no estimator: nothing to measure by stages 2 and 3
     if not sr:
         if direct:
             return (
@@ -156,7 +158,26 @@ def _fmt(mean: float, std: float, digits: int) -> str:
 
 
 def _digits(key: str) -> int:
-    return 2 if "psnr" in key else 4
+    if key.endswith("/params"):
+        return 0
+    return 2 if "psnr" in key or key.endswith("/ms") else 4
+
+
+def _anchor_note(cfg: DictConfig) -> str | None:
+    """How the models of an ``anchor`` / ``test_data`` preset start and are tested."""
+    notes = []
+    if cfg.get("anchor"):
+        notes.append(
+            f"Every model but `{cfg.anchor}` starts from the generator that the run of "
+            f"`{cfg.anchor}` of the same seed exported (`model.anchor_ckpt`, checked by "
+            "the tests); its own steps are its fine-tuning budget."
+        )
+    if cfg.get("test_data") is not None:
+        notes.append(
+            "Every model is trained on its own data (its overrides) and its final weights "
+            f"are tested on one test set, the test split of `{' '.join(cfg.test_data)}`."
+        )
+    return " ".join(notes) or None
 
 
 def write_tables(
@@ -199,6 +220,7 @@ def write_tables(
         "sr_steps",
         "sr_wall_s",
         "sr_command",
+        *(["anchor_ckpt", "test_wall_s"] if cfg.get("anchor") or cfg.get("test_data") else []),
     ]
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -245,6 +267,7 @@ def write_tables(
         "## Notes",
         "",
         f"- {sr_note(cfg, rows)}",
+        *([f"- {note}"] if (note := _anchor_note(cfg)) else []),
         f"- Identical stage-1 budget for every model: `{' '.join(cfg.overrides)}`"
         + (f" `{' '.join(cfg.extra)}`" if cfg.get("extra") else "")
         + ". The final weights are tested (no checkpoint selection).",

@@ -10,7 +10,20 @@ test split. A model is one of two kinds, read from its composed config's system 
   predicts (stage 2, shared by the models of that seed and kind), then for every model
   and seed it is fine-tuned on that model's frozen estimates and tested (stage 3);
 - a *direct blind-SR model* (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g.
-  ArcSR): trained on LR -> HR and tested on SR once per seed; no stage 2 or 3.
+  ArcSR, or a GAN-trained generator, :class:`~svblur.systems.GANSRTask` /
+  :class:`~svblur.systems.PBaSRTask`): trained on LR -> HR and tested on SR once per seed;
+  no stage 2 or 3.
+
+A preset may also name an ``anchor`` model (PBaSR): it runs first, and every other model
+of a seed starts from the generator that the anchor's run of that seed exported
+(``model.anchor_ckpt``) and, with ``anchor_discriminator: true``, its discriminators from
+the discriminator of that run (its final checkpoint, :data:`WEIGHTS_FILE`, as
+``model.anchor_discriminator_ckpt``); and ``test_data``, the ``svblur-train`` overrides of
+a job whose ``data`` is the one test set of every model (each model is then trained with
+its own data, e.g. general or blur only, and its final weights are tested there by
+:func:`evaluate`). Models that export a generator (``model.export_path``) are also
+measured deployed: the export loaded into a plain ``model.net`` (its parameters) and its
+time per test image (:func:`inference_cost`).
 
 The tables (:mod:`svblur.experiments.report`) are written after every run.
 
@@ -20,6 +33,7 @@ All runs draw the same samples of the built-in data set, so they share one rende
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import shlex
@@ -29,14 +43,16 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svblur.data.synthetic import shared_render_cache
 from svblur.experiments.claims import DIRECT_SR, ESTIMATOR, METRICS, STAGE2, STAGE2_LABELS
 from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import selected_models
 from svblur.experiments.report import write_tables
-from svblur.experiments.training import train
+from svblur.experiments.training import evaluate, train
+from svblur.models.checkpoints import read_state_dict
+from svblur.systems.pbasr import GANSRTask, PBaSRTask
 from svblur.systems.sr import BlindSRTask, NonBlindSRTask, SuperResolutionTask
 
 __all__ = ["WEIGHTS_FILE", "model_kind", "run_comparison", "train"]
@@ -50,6 +66,40 @@ WEIGHTS_FILE = "final.ckpt"
 def _trainable_parameters(cfg: DictConfig) -> int:
     net = instantiate(cfg.model.net, _convert_="all")
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def _first_test_images(data_cfg: DictConfig | dict) -> torch.Tensor:
+    """The LR images ``(B, 3, h, w)`` of the first test batch of the data ``data_cfg``."""
+    datamodule = instantiate(data_cfg, _convert_="all")
+    datamodule.setup("test")
+    loaders = datamodule.test_dataloader()
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    return next(iter(loader))["lr"]
+
+
+@torch.no_grad()
+def inference_cost(net_cfg: DictConfig, export: Path, lr: torch.Tensor) -> dict[str, float]:
+    """The deployed generator: ``export`` (a plain state dict) loaded strictly into the
+    network ``net_cfg``; its parameters and the time of a forward pass of ``lr``
+    ``(B, 3, h, w)`` per image in ms, the best of 11 passes after one warm-up (the least
+    disturbed by other processes on a shared machine).
+
+    Raises:
+        RuntimeError: The export does not fit the network (extra or missing weights).
+    """
+    net = instantiate(net_cfg, _convert_="all")
+    net.load_state_dict(read_state_dict(export), strict=True)
+    net.eval()
+    net(lr)
+    times = []
+    for _ in range(11):
+        t0 = time.perf_counter()
+        net(lr)
+        times.append(time.perf_counter() - t0)
+    return {
+        "inference/params": float(sum(p.numel() for p in net.parameters())),
+        "inference/ms": 1000 * min(times) / lr.shape[0],
+    }
 
 
 def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
@@ -98,9 +148,11 @@ def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -
 
 def model_kind(cfg: DictConfig) -> str:
     """A composed stage-1 config's kind: :data:`DIRECT_SR` for a model trained on SR itself
-    (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g. ArcSR), else
-    :data:`ESTIMATOR` (blur / semantic maps or kernels, measured on SR by stages 2 and 3)."""
-    return DIRECT_SR if issubclass(_system(cfg), SuperResolutionTask) else ESTIMATOR
+    (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g. ArcSR, or a GAN-trained
+    generator), else :data:`ESTIMATOR` (blur / semantic maps or kernels, measured on SR by
+    stages 2 and 3)."""
+    direct = (SuperResolutionTask, GANSRTask, PBaSRTask)
+    return DIRECT_SR if issubclass(_system(cfg), direct) else ESTIMATOR
 
 
 class _Runner:
@@ -121,6 +173,17 @@ class _Runner:
         self.rows: list[dict[str, Any]] = []
         #: (seed, "seg" | "blur" | "kernels") -> the stage-2 row (label, weights) of that seed.
         self.stage2: dict[tuple[int, str], dict[str, Any]] = {}
+        self.anchor: str | None = cfg.get("anchor") or None
+        #: seed -> the generator exported by the anchor's run of that seed.
+        self.anchors: dict[int, Path] = {}
+        #: With the preset's ``anchor_discriminator``: every other model also starts its
+        #: discriminators from the anchor's (seed -> the anchor run's final checkpoint).
+        self.anchor_discriminator = bool(self.anchor and cfg.get("anchor_discriminator"))
+        self.anchor_weights: dict[int, Path] = {}
+        self.test_data: list[str] | None = (
+            None if cfg.get("test_data") is None else list(cfg.test_data)
+        )
+        self.keep_weights = bool(self.sr or self.anchor or self.test_data is not None)
         self.start = time.perf_counter()
 
     def run(self) -> None:
@@ -129,7 +192,13 @@ class _Runner:
         unknown = sorted(set(only) - set(self.cfg.models))
         if unknown:
             raise ValueError(f"only={unknown}: not in the preset's models {list(self.cfg.models)}")
-        for model in selected_models(self.cfg):
+        models = selected_models(self.cfg)
+        if self.anchor and models[0] != self.anchor:
+            raise ValueError(
+                f"anchor={self.anchor}: the other models start from its weights, so it must "
+                f"be the preset's first model and selected by only (models: {models})"
+            )
+        for model in models:
             for seed in self.cfg.seeds:
                 row, job_cfg, metrics = self.stage1(model, int(seed))
                 if self.sr and row["kind"] == ESTIMATOR:
@@ -174,7 +243,7 @@ class _Runner:
         }
         if count_parameters:
             info["params"] = _trainable_parameters(job_cfg)
-        weights = Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.sr else None
+        weights = Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.keep_weights else None
         t0 = time.perf_counter()
         metrics = train(job_cfg, weights_path=weights)
         info["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -190,6 +259,8 @@ class _Runner:
             *self.cfg.models[model],
             *self.cfg.overrides,
             *(self.cfg.get("extra") or []),
+            *self._anchor_overrides(model, seed),
+            *(["test=false"] if self.test_data is not None else []),
             *self._tail(seed),
         ]
         log.info("compare: %s seed %s", model, seed)
@@ -201,10 +272,64 @@ class _Runner:
                 "stage 2 or 3, so remove it from sr.blur_only"
             )
         metrics, info = self._train(job_cfg, overrides)
+        if self.anchor:
+            info["anchor_ckpt"] = OmegaConf.select(job_cfg, "model.anchor_ckpt")
+            info["anchor_discriminator_ckpt"] = OmegaConf.select(
+                job_cfg, "model.anchor_discriminator_ckpt", default=None
+            )
+            if model == self.anchor:
+                self.anchor_weights[seed] = info["weights"]
+        metrics.update(self._test_deployed(model, seed, job_cfg, info))
         row = self._add_row(model, seed, kind, info, metrics)
         log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
         self.write()
         return row, job_cfg, metrics
+
+    def _anchor_overrides(self, model: str, seed: int) -> list[str]:
+        """Start ``model`` from the generator of the seed's anchor run (not the anchor) and,
+        with ``anchor_discriminator``, its discriminators from that run's final checkpoint
+        (``model.anchor_discriminator_ckpt``)."""
+        if not self.anchor or model == self.anchor:
+            return []
+        overrides = [f"model.anchor_ckpt={hydra_value(str(self.anchors[seed]))}"]
+        if self.anchor_discriminator:
+            weights = hydra_value(str(self.anchor_weights[seed]))
+            overrides.append(f"++model.anchor_discriminator_ckpt={weights}")
+        return overrides
+
+    def _test_deployed(
+        self, model: str, seed: int, job_cfg: DictConfig, info: dict[str, Any]
+    ) -> dict[str, float]:
+        """With ``test_data``: test the run's final weights on the preset's test set. With
+        an exported generator: its inference cost (:func:`inference_cost`); the anchor's
+        export is kept for the seed's other models."""
+        metrics: dict[str, float] = {}
+        data_cfg = job_cfg.data
+        if self.test_data is not None:
+            out = Path(job_cfg.paths.output_dir) / "test"
+            composed = compose_train_config([*self.test_data, *self._tail(seed)], out)
+            data_cfg = OmegaConf.create(OmegaConf.to_container(composed.data, resolve=True))
+            test_cfg = copy.deepcopy(job_cfg)
+            with open_dict(test_cfg):
+                test_cfg.data = data_cfg
+                test_cfg.ckpt_path = str(info["weights"])
+                test_cfg.report_dir = str(out)
+            t0 = time.perf_counter()
+            metrics.update(evaluate(test_cfg))
+            info["test_wall_s"] = round(time.perf_counter() - t0, 1)
+        export = OmegaConf.select(job_cfg, "model.export_path", default=None)
+        if export and Path(export).is_file():
+            metrics.update(
+                inference_cost(job_cfg.model.net, Path(export), _first_test_images(data_cfg))
+            )
+            if model == self.anchor:
+                self.anchors[seed] = Path(export)
+        if model == self.anchor and seed not in self.anchors:
+            raise ValueError(
+                f"anchor={model} exported no generator (model.export_path={export}); the "
+                "other models start from it, so give the anchor a GANSRTask-like model"
+            )
+        return metrics
 
     def stage2_for(
         self, seed: int, kind: str, kernel_channels: int | None = None

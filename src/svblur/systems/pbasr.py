@@ -14,6 +14,11 @@ training each on its half of the batch (:class:`~svblur.data.CombinedDataModule`
 branches every ``k`` steps. Validation, testing and the export use the merged generator
 ``(W_G + W_B) / 2``: one plain network, no extra inference cost.
 
+A fine-tuning starts from a pretrained GAN: the generators from ``anchor_ckpt``, the
+discriminators from ``anchor_discriminator_ckpt`` (a plain discriminator state dict or a
+:class:`GANSRTask` checkpoint; a conditional discriminator takes its image path and keeps
+its condition path at init, so it starts equal to the anchor's whatever the mask).
+
 Metrics (validation and test, on the evaluation data's ``blur_mask``): PSNR / SSIM on Y,
 GMSD, VIF and VSI on the whole image and on its blurred and sharp regions
 (:class:`~svblur.metrics.RegionMetrics`), logged as ``{stage}/sr/<region>/<metric>``.
@@ -37,6 +42,7 @@ from torch.optim import Optimizer
 from svblur.metrics import RegionMetrics
 from svblur.models.checkpoints import (
     RECORD_KEY,
+    check_fits,
     load_weights,
     network_record,
     read_state_dict,
@@ -52,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: The metrics of the evaluation loops (all three regions each).
 EVAL_METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "gmsd", "vif", "vsi")
+#: Key prefixes of a conditional discriminator's condition path (not in a plain one).
+CONDITION_PATH: tuple[str, ...] = ("condition_conv.", "fuse.")
 
 
 def from_basicsr_rrdbnet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,17 +100,60 @@ class _GANBranches(L.LightningModule):
         return getattr(self, self.branches[0][0])
 
     def load_anchor(self) -> None:
-        """Start every generator from ``anchor_ckpt`` (svblur, BasicSR or Real-ESRGAN keys)."""
+        """Start every generator from ``anchor_ckpt`` (svblur, BasicSR or Real-ESRGAN keys)
+        and every discriminator from ``anchor_discriminator_ckpt``
+        (:meth:`load_anchor_discriminator`); each left at random when not given."""
         path = self.hparams.get("anchor_ckpt")
         if not path:
             log.info("no anchor_ckpt: the generators start from one random initialization")
-            return
-        state = from_basicsr_rrdbnet(read_state_dict(Path(path)))
+        else:
+            self._load_anchor_generator(Path(path))
+        self.load_anchor_discriminator()
+
+    def _load_anchor_generator(self, path: Path) -> None:
+        state = from_basicsr_rrdbnet(read_state_dict(path))
         first = getattr(self, self.branches[0][0])
         load_weights(first, state)
         for name, _ in self.branches[1:]:
             getattr(self, name).load_state_dict(first.state_dict())
         log.info("loaded the anchor generator %s into %d branch(es)", path, len(self.branches))
+
+    def load_anchor_discriminator(self) -> None:
+        """Start every discriminator from ``anchor_discriminator_ckpt``.
+
+        The file is a plain :class:`~svblur.models.UNetDiscriminatorSN` state dict (e.g.
+        Real-ESRGAN's ``RealESRGAN_x4plus_netD.pth``) or a Lightning checkpoint of a
+        :class:`GANSRTask` / :class:`PBaSRTask` (its ``discriminator.`` weights, e.g. the
+        anchor run's ``final.ckpt``). A plain discriminator loads it strictly; a
+        :class:`~svblur.models.ConditionalUNetDiscriminatorSN` loads it into its image path
+        (``conv0`` ... ``conv9``, spectral-norm vectors included) and keeps its own condition
+        path (``condition_conv``, ``fuse``: identity on the image features, zero on the
+        condition), so that its output still does not depend on the condition and equals
+        the loaded discriminator's. Optimizer state is not loaded.
+
+        Raises:
+            CheckpointError: The file cannot be read, or holds no state dict of tensors.
+            CheckpointMismatchError: The weights do not fit a discriminator (size, keys).
+        """
+        path = self.hparams.get("anchor_discriminator_ckpt")
+        if not path:
+            return
+        state = read_state_dict(Path(path))
+        prefix = "discriminator."
+        if any(key.startswith(prefix) for key in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        for _, name in self.branches:
+            discriminator = getattr(self, name)
+            target = dict(state)
+            if isinstance(discriminator, ConditionalUNetDiscriminatorSN):
+                target.update(
+                    (key, value)
+                    for key, value in discriminator.state_dict().items()
+                    if key.startswith(CONDITION_PATH)
+                )
+            check_fits(discriminator, target, str(path))
+            discriminator.load_state_dict(target, strict=True)
+        log.info("loaded the anchor discriminator %s into %d branch(es)", path, len(self.branches))
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and getattr(self.trainer, "ckpt_path", None) is None:
@@ -275,7 +326,13 @@ class GANSRTask(_GANBranches):
         d_optimizer: Factory of the discriminator.
         perceptual: The perceptual loss module (:class:`~svblur.systems.PerceptualLoss`)
             or ``None``.
-        anchor_ckpt: Weights the generator starts from (``None``: random).
+        anchor_ckpt: Weights the generator starts from (``None``: random): a state dict
+            of the generator or a Lightning checkpoint of this system (its ``net.``).
+        anchor_discriminator_ckpt: Weights the discriminator starts from (``None``:
+            random): a plain :class:`~svblur.models.UNetDiscriminatorSN` state dict or a
+            Lightning checkpoint of a :class:`GANSRTask` (its ``discriminator.``), usually
+            the anchor's, so that a fine-tuning starts from the anchor's GAN and not from a
+            random discriminator (see :meth:`load_anchor_discriminator`).
         l1_weight: Weight of the L1 loss (Real-ESRGAN: 1).
         perceptual_weight: Weight of the perceptual loss (Real-ESRGAN: 1).
         gan_weight: Weight of the GAN loss (Real-ESRGAN: 0.1; 0: no discriminator steps).
@@ -295,6 +352,7 @@ class GANSRTask(_GANBranches):
         d_optimizer: Callable[..., Optimizer],
         perceptual: nn.Module | None = None,
         anchor_ckpt: str | None = None,
+        anchor_discriminator_ckpt: str | None = None,
         l1_weight: float = 1.0,
         perceptual_weight: float = 1.0,
         gan_weight: float = 0.1,
@@ -344,7 +402,10 @@ class PBaSRTask(_GANBranches):
         net: The generator; the blur branch is a copy of it.
         discriminator: The general branch's discriminator.
         blur_discriminator: The blur branch's (conditional) discriminator.
-        **kwargs: As :class:`GANSRTask` (optimizers, losses, weights, anchor, export).
+        **kwargs: As :class:`GANSRTask` (optimizers, losses, weights, anchor, export);
+            ``anchor_discriminator_ckpt`` starts both discriminators from the anchor's (the
+            blur branch's keeps its condition path at its initialization, so it starts
+            equal to the anchor's discriminator whatever the mask).
     """
 
     branches = (("general", "discriminator"), ("blur", "blur_discriminator"))
@@ -358,6 +419,7 @@ class PBaSRTask(_GANBranches):
         d_optimizer: Callable[..., Optimizer],
         perceptual: nn.Module | None = None,
         anchor_ckpt: str | None = None,
+        anchor_discriminator_ckpt: str | None = None,
         l1_weight: float = 1.0,
         perceptual_weight: float = 1.0,
         gan_weight: float = 0.1,
