@@ -507,7 +507,7 @@ def test_motion_tiny_preset_runs_direct_sr_models_next_to_kernel_blind_sr(
 
 def test_preset_paper_and_model_kinds_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(
-        ValueError, match=r"paper='nope' is unknown; known: \['arcsr', 'cmos', 'pbasr'\]"
+        ValueError, match=r"paper='nope' is unknown; known: \['arcsr', 'cmos', 'pbasr', 'ssr'\]"
     ):
         load_preset(["preset=motion_tiny", "paper=nope"])
     assert load_preset(["preset=tiny"]).get("paper") is None  # CMOS by default

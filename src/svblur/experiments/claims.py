@@ -5,8 +5,8 @@
 reference rows, and :data:`PAPERS` what a preset compares against (its ``paper``
 key): the table's columns, how they are measured, and the paper's comparative claims,
 each an ordering of two labels on one metric (:data:`CLAIMS` for CMOS,
-:data:`ARCSR_CLAIMS` for ArcSR, :data:`PBASR_CLAIMS` for PBaSR); :func:`claim_lines`
-says whether each holds.
+:data:`ARCSR_CLAIMS` for ArcSR, :data:`PBASR_CLAIMS` for PBaSR, :data:`SSR_CLAIMS` for
+SSR); :func:`claim_lines` says whether each holds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ __all__ = [
     "NOT_WORSE",
     "PAPERS",
     "PBASR_CLAIMS",
+    "SSR_CLAIMS",
+    "SSR_STAGE",
     "STAGE2",
+    "SVKR_EVAL",
     "STAGE2_LABELS",
     "Paper",
     "claim_lines",
@@ -73,6 +76,12 @@ _PBASR_ONLY = tuple(
 #: kernel field; blind SR by stages 2 and 3), a direct blind-SR model (trained and tested
 #: on SR itself, e.g. ArcSR), or a stage-2 reference network.
 ESTIMATOR, DIRECT_SR, STAGE2 = "estimator", "direct_sr", "stage2"
+
+#: SSR's kinds of rows: one measurement of the SVKR evaluation (experiment=
+#: synthetic_ssr_svkr; one row per refinement step T and one without depth), and a
+#: training stage of SSR shared by a seed's SSR rows (stage 1, DKENet; stage 2, RRDB-SFT
+#: on ground-truth kernel codes), listed with the references.
+SVKR_EVAL, SSR_STAGE = "svkr", "ssr_stage"
 
 #: Labels of the stage-2 reference rows (RRDB-SFT tested on ground-truth inputs, the
 #: paper's "upper bound"), by what it takes: blur + semantic maps, the blur map only, or
@@ -211,6 +220,65 @@ PBASR_CLAIMS: tuple[Claim, ...] = (
 )
 
 
+#: The SSR paper's orderings (no code released; DIV2K valid, x4), checked on the rows that
+#: ``svblur-compare preset=ssr_small`` makes: ``svkr_t{1,2,3}`` (SVKR after T refinement
+#: steps, depth from the SR image by the stage-1 depth network), ``svkr_no_depth`` (T = 3,
+#: DKENet without depth), ``diffusion_amf`` (stage 3 on that SVKR) and ``manet``.
+SSR_CLAIMS: tuple[Claim, ...] = (
+    (
+        "svkr_t3",
+        "svkr_no_depth",
+        "test/kernels/l1",
+        "Sec. 3.1 / Tab. 2: depth-informed kernels are more accurate than kernels without depth",
+    ),
+    (
+        "svkr_t3",
+        "svkr_no_depth",
+        "test/sr/psnr_y",
+        "Tab. 2: DI-Kernel + depth 21.98 vs DI-Kernel alone 21.26 dB",
+    ),
+    (
+        "svkr_t3",
+        "svkr_t1",
+        "test/kernels/l1",
+        "Alg. 1 / Fig. 4: refinement (T = 3) improves the kernels over one pass",
+    ),
+    (
+        "svkr_t3",
+        "svkr_t1",
+        "test/sr/psnr_y",
+        "Tab. 2: SVKR adds 3.59 % PSNR, 22.77 vs 21.98 dB",
+    ),
+    (
+        "diffusion_amf",
+        "svkr_t3",
+        "test/sr/psnr_y",
+        "Tab. 1/2: the diffusion SR with AMF is SSR's output (reported gains are mostly "
+        "perceptual, LPIPS / MUSIQ / NIQE; PSNR need not favour diffusion)",
+    ),
+    (
+        # both on the HR grid: diffusion_amf's kernels are its frozen SVKR's (T = 3)
+        "diffusion_amf",
+        "manet",
+        "test/kernels/l1",
+        "Sec. 1-2: depth-informed spatially variant kernels beat MANet's (SVKR's T = 3 "
+        "kernels as diffusion_amf measures them, per HR pixel as MANet's)",
+    ),
+    (
+        "diffusion_amf",
+        "manet",
+        "test/sr/psnr_y",
+        "Tab. 1: SSR beats MANet's blind SR",
+    ),
+    (
+        "svkr_t3",
+        "manet",
+        "test/sr/psnr_y",
+        "Tab. 1, SVKR's non-blind SR alone: SSR's kernel pipeline beats MANet's blind SR",
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Paper:
     """What a comparison preset is measured against (its ``paper`` key).
@@ -267,6 +335,24 @@ PAPERS: dict[str, Paper] = {
             "pass per test image (best of 11, first test batch) on this machine."
         ),
         claims=PBASR_CLAIMS,
+    ),
+    "ssr": Paper(
+        title="SSR",
+        columns=("test/kernels/l1", "test/sr/psnr_y", "test/sr/ssim_y"),
+        metrics_note=(
+            "Kernel L1: the estimated kernel field against the ground truth of "
+            "degradation=gaussian_sv, summed over the taps, mean over pixels "
+            "(svblur.metrics.kernel_l1; 0 to 2, lower is better); the svkr_* and "
+            "ssr_stage1* rows on the LR grid (both fields averaged over each x4 block, as "
+            "stage 1 is trained), diffusion_amf (its SVKR's T = 3 kernels) and manet per HR "
+            "pixel, which is larger for the same estimate: compare within each group. "
+            "svkr_tT: SVKR (Alg. 1, gamma 0.9) after T refinement steps, depth estimated "
+            "from the current SR image by the stage-1 depth network; svkr_no_depth: T = 3 "
+            "with the no-depth DKENet (see the notes); diffusion_amf: SSR's stage 3, its "
+            "kernels the frozen SVKR's (T = 3). PSNR-Y/SSIM-Y: Y channel, a border of "
+            "`scale` pixels cropped, 8-bit."
+        ),
+        claims=SSR_CLAIMS,
     ),
 }
 

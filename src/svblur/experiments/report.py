@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from svblur.experiments.claims import (
     DIRECT_SR,
     METRICS,
+    SSR_STAGE,
     STAGE2,
     STAGE2_LABELS,
     claim_lines,
@@ -76,7 +77,8 @@ def sr_note(cfg: DictConfig, rows: list[dict[str, Any]]) -> str:
     direct = _direct_models(rows)
     direct_note = (
         f" Direct blind-SR models ({', '.join(direct)}): one network from the LR image to "
-        "the SR image, trained with the stage-1 budget and tested on SR once per seed; "
+        "the SR image, trained with the stage-1 overrides (and their own, listed under Runs) "
+        "and tested on SR once per seed; "
         "they have no stage 2 or 3."
         if direct
         else ""
@@ -180,6 +182,37 @@ def _anchor_note(cfg: DictConfig) -> str | None:
     return " ".join(notes) or None
 
 
+def _ssr_note(cfg: DictConfig) -> str | None:
+    """How SSR's rows were made (a preset with an ``ssr`` section)."""
+    ssr = cfg.get("ssr")
+    if not ssr:
+        return None
+    no_depth = (
+        f"DKENet trained without depth (`{' '.join(ssr.no_depth_stage1)}`, "
+        "ssr_stage1_no_depth), the same RRDB-SFT"
+        if ssr.get("no_depth_stage1")
+        else "the stage-1 DKENet given a constant depth, the same RRDB-SFT"
+    )
+    return (
+        "SSR, once per seed: stage 1 (ssr_stage1: DKENet and its depth network trained "
+        f"together, `{' '.join(ssr.stage1)}`; its row is DKENet with depth from the HR "
+        "image) and stage 2 (ssr_stage2_gt_kernels: RRDB-SFT on the PCA code of the "
+        f"ground-truth kernels, `{' '.join(ssr.stage2)}`; its row is that network on "
+        "ground-truth kernels, the upper bound of SVKR's SR). The svkr_* rows are one "
+        "evaluation of the SVKR built from these two checkpoints (no training): T = 1, 2, 3 "
+        "refinement steps with depth estimated by the stage-1 depth network from the SR "
+        "image of the step before (the first from the bicubic image), and without depth: "
+        f"{no_depth}. With the data's ground-truth depth every T would give the same "
+        "kernels, so the T rows need depth estimated from the image. diffusion_amf: SSR's "
+        "stage 3 (DiffusionSR with AMF) conditioned on the frozen SVKR (T = 3) loaded from "
+        "the same seed's stage-1 and stage-2 checkpoints (the tests check the weights), "
+        "trained with its own overrides and tested with its sampling settings; its params "
+        "are the trainable ones (the frozen SVKR not counted; the svkr rows give its "
+        "size). manet: MANet's kernel head with blind SR by stages 2 "
+        "and 3 (RRDB-SFT on the kernel field, see above)."
+    )
+
+
 def write_tables(
     rows: list[dict[str, Any]], cfg: DictConfig, command: str, total_s: float, out_dir: Path
 ) -> tuple[Path, Path]:
@@ -229,7 +262,7 @@ def write_tables(
             writer.writerow({k: row.get(k, "") for k in fields})
 
     labels = list(dict.fromkeys(row["model"] for row in rows))
-    references = {row["model"] for row in rows if row.get("kind") == STAGE2}
+    references = {row["model"] for row in rows if row.get("kind") in (STAGE2, SSR_STAGE)}
     references |= set(STAGE2_LABELS.values()) & set(labels)
     models = [m for m in labels if m not in references]
     with_sr = bool(cfg.get("sr"))
@@ -268,6 +301,7 @@ def write_tables(
         "",
         f"- {sr_note(cfg, rows)}",
         *([f"- {note}"] if (note := _anchor_note(cfg)) else []),
+        *([f"- {note}"] if (note := _ssr_note(cfg)) else []),
         f"- Identical stage-1 budget for every model: `{' '.join(cfg.overrides)}`"
         + (f" `{' '.join(cfg.extra)}`" if cfg.get("extra") else "")
         + ". The final weights are tested (no checkpoint selection).",

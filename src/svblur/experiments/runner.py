@@ -25,6 +25,17 @@ its own data, e.g. general or blur only, and its final weights are tested there 
 measured deployed: the export loaded into a plain ``model.net`` (its parameters) and its
 time per test image (:func:`inference_cost`).
 
+A preset with an ``ssr`` section (SSR) trains, once per seed and on first use, SSR's
+stage 1 (``ssr.stage1``: DKENet and its depth network, :class:`~svblur.systems.ssr.
+KernelEstimationTask`), stage 2 (``ssr.stage2``: RRDB-SFT on ground-truth kernel codes)
+and, with ``ssr.no_depth_stage1``, a DKENet trained without depth; rows of kind
+:data:`SSR_STAGE`. A model whose system is :class:`~svblur.systems.ssr.SVKRTask`
+(``experiment=synthetic_ssr_svkr``) is given those checkpoints, tested, and its logged
+``test/t{T}/...`` and ``test/no_depth/t{T}/...`` become rows ``<model>_t1 .. <model>_tT``
+and ``<model>_no_depth`` (kind :data:`SVKR_EVAL`); a
+:class:`~svblur.systems.DiffusionSRTask` with ``model.condition=svkr`` gets the seed's
+stage-1/2 checkpoints and networks as its frozen SVKR (SSR's stage 3).
+
 The tables (:mod:`svblur.experiments.report`) are written after every run.
 
 All runs draw the same samples of the built-in data set, so they share one render cache
@@ -46,14 +57,24 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svblur.data.synthetic import shared_render_cache
-from svblur.experiments.claims import DIRECT_SR, ESTIMATOR, METRICS, STAGE2, STAGE2_LABELS
+from svblur.experiments.claims import (
+    DIRECT_SR,
+    ESTIMATOR,
+    METRICS,
+    SSR_STAGE,
+    STAGE2,
+    STAGE2_LABELS,
+    SVKR_EVAL,
+)
 from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import selected_models
 from svblur.experiments.report import write_tables
 from svblur.experiments.training import evaluate, train
-from svblur.models.checkpoints import read_state_dict
+from svblur.models.checkpoints import build_network, read_state_dict
+from svblur.systems.diffusion import DiffusionSRTask
 from svblur.systems.pbasr import GANSRTask, PBaSRTask
 from svblur.systems.sr import BlindSRTask, NonBlindSRTask, SuperResolutionTask
+from svblur.systems.ssr import KernelCodeSRTask, KernelEstimationTask, SVKRTask
 
 __all__ = ["WEIGHTS_FILE", "model_kind", "run_comparison", "train"]
 
@@ -128,6 +149,11 @@ def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
     return runner.rows
 
 
+def _trainable_parameters_of(net: dict[str, Any]) -> int:
+    """Trainable parameters of the network built from the plain config ``net``."""
+    return sum(p.numel() for p in build_network(net).parameters() if p.requires_grad)
+
+
 def _global_step(weights: Path) -> int:
     checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
     return int(checkpoint["global_step"])
@@ -149,8 +175,10 @@ def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -
 def model_kind(cfg: DictConfig) -> str:
     """A composed stage-1 config's kind: :data:`DIRECT_SR` for a model trained on SR itself
     (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g. ArcSR, or a GAN-trained
-    generator), else :data:`ESTIMATOR` (blur / semantic maps or kernels, measured on SR by
-    stages 2 and 3)."""
+    generator), :data:`SVKR_EVAL` for SSR's SVKR evaluation, else :data:`ESTIMATOR`
+    (blur / semantic maps or kernels, measured on SR by stages 2 and 3)."""
+    if issubclass(_system(cfg), SVKRTask):
+        return SVKR_EVAL
     direct = (SuperResolutionTask, GANSRTask, PBaSRTask)
     return DIRECT_SR if issubclass(_system(cfg), direct) else ESTIMATOR
 
@@ -183,7 +211,11 @@ class _Runner:
         self.test_data: list[str] | None = (
             None if cfg.get("test_data") is None else list(cfg.test_data)
         )
-        self.keep_weights = bool(self.sr or self.anchor or self.test_data is not None)
+        #: SSR's stages (``ssr``: stage1, stage2, optional no_depth_stage1), and per seed
+        #: their runs: seed -> {"stage1" | "stage2" | "no_depth": the stage's row}.
+        self.ssr: DictConfig | None = cfg.get("ssr") or None
+        self.ssr_runs: dict[int, dict[str, dict[str, Any]]] = {}
+        self.keep_weights = bool(self.sr or self.ssr or self.anchor or self.test_data is not None)
         self.start = time.perf_counter()
 
     def run(self) -> None:
@@ -243,7 +275,10 @@ class _Runner:
         }
         if count_parameters:
             info["params"] = _trainable_parameters(job_cfg)
-        weights = Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.keep_weights else None
+        trains = bool(job_cfg.get("train", True))
+        weights = (
+            Path(job_cfg.paths.output_dir) / WEIGHTS_FILE if self.keep_weights and trains else None
+        )
         t0 = time.perf_counter()
         metrics = train(job_cfg, weights_path=weights)
         info["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -266,12 +301,18 @@ class _Runner:
         log.info("compare: %s seed %s", model, seed)
         job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
         kind = model_kind(job_cfg)
+        ssr = self._ssr_overrides(model, seed, job_cfg)
+        if ssr:  # the seed's SSR stages, before the seed and task name
+            tail = self._tail(seed)
+            overrides = [*overrides[: -len(tail)], *ssr, *tail]
+            job_cfg = compose_train_config(overrides, self.log_dir / model / f"seed{seed}")
+            self._check_svkr_networks(model, seed, job_cfg)
         if kind == DIRECT_SR and model in self.blur_only:
             raise ValueError(
                 f"{model} is a direct blind-SR model ({job_cfg.model._target_}): it has no "
                 "stage 2 or 3, so remove it from sr.blur_only"
             )
-        metrics, info = self._train(job_cfg, overrides)
+        metrics, info = self._train(job_cfg, overrides, count_parameters=kind != SVKR_EVAL)
         if self.anchor:
             info["anchor_ckpt"] = OmegaConf.select(job_cfg, "model.anchor_ckpt")
             info["anchor_discriminator_ckpt"] = OmegaConf.select(
@@ -280,10 +321,152 @@ class _Runner:
             if model == self.anchor:
                 self.anchor_weights[seed] = info["weights"]
         metrics.update(self._test_deployed(model, seed, job_cfg, info))
-        row = self._add_row(model, seed, kind, info, metrics)
+        if kind == SVKR_EVAL:
+            row = self._svkr_rows(model, seed, job_cfg, info, metrics)
+        else:
+            row = self._add_row(model, seed, kind, info, metrics)
         log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
         self.write()
         return row, job_cfg, metrics
+
+    # ------------------------------------------------------------------ SSR
+    def ssr_stages(self, seed: int) -> dict[str, dict[str, Any]]:
+        """The seed's SSR stage runs (stage 1, stage 2, optionally a no-depth stage 1),
+        trained on first use; rows of kind :data:`SSR_STAGE`, each with its ``weights``,
+        its network config ``net`` and (stage 1) its depth estimator config ``depth``."""
+        if seed in self.ssr_runs:
+            return self.ssr_runs[seed]
+        assert self.ssr is not None
+        stages = [
+            ("stage1", "ssr_stage1", self.ssr.stage1, KernelEstimationTask),
+            ("stage2", "ssr_stage2_gt_kernels", self.ssr.stage2, KernelCodeSRTask),
+        ]
+        if self.ssr.get("no_depth_stage1"):
+            stages.append(
+                ("no_depth", "ssr_stage1_no_depth", self.ssr.no_depth_stage1, KernelEstimationTask)
+            )
+        runs: dict[str, dict[str, Any]] = {}
+        for key, label, stage, system in stages:
+            overrides = [
+                *self.cfg.overrides,
+                *stage,
+                *(self.cfg.get("extra") or []),
+                *self._tail(seed),
+            ]
+            log.info("compare: SSR %s seed %s", label, seed)
+            job_cfg = compose_train_config(overrides, self.log_dir / label / f"seed{seed}")
+            _require_system(job_cfg, system, f"ssr.{key}", system.__name__)
+            metrics, info = self._train(job_cfg, overrides)
+            net = OmegaConf.to_container(job_cfg.model.net, resolve=True)
+            extra: dict[str, Any] = {"net": net}
+            if system is KernelEstimationTask:
+                kwargs = job_cfg.model.get("depth_kwargs")
+                depth = {
+                    "_target_": str(job_cfg.model.depth_estimator),
+                    **(OmegaConf.to_container(kwargs, resolve=True) if kwargs else {}),
+                }
+                extra["depth"] = depth
+                info["params"] += sum(
+                    p.numel() for p in build_network(depth).parameters() if p.requires_grad
+                )
+            row = self._add_row(label, seed, SSR_STAGE, info, metrics)
+            row.update(extra)
+            runs[key] = row
+            log.info("compare: SSR %s seed %s done in %.0f s", label, seed, info["wall_s"])
+            self.write()
+        self.ssr_runs[seed] = runs
+        return runs
+
+    def _ssr_overrides(self, model: str, seed: int, job_cfg: DictConfig) -> list[str]:
+        """The seed's SSR checkpoints (and, for stage 3, networks) for an SVKR evaluation
+        or a diffusion SR conditioned on SVKR; nothing for other models."""
+        system = _system(job_cfg)
+        svkr_stage3 = issubclass(system, DiffusionSRTask) and (
+            OmegaConf.select(job_cfg, "model.condition") == "svkr"
+        )
+        if not issubclass(system, SVKRTask) and not svkr_stage3:
+            return []
+        if not self.ssr:
+            raise ValueError(
+                f"{model} needs SSR's stage-1 and stage-2 checkpoints: give the preset an "
+                "ssr section (ssr.stage1, ssr.stage2; see conf/compare/ssr_small.yaml)"
+            )
+        runs = self.ssr_stages(seed)
+        s1, s2 = runs["stage1"], runs["stage2"]
+        if issubclass(system, SVKRTask):
+            out = [
+                f"model.stage1_ckpt={hydra_value(str(s1['weights']))}",
+                f"model.stage2_ckpt={hydra_value(str(s2['weights']))}",
+            ]
+            if "no_depth" in runs:
+                no_depth = hydra_value(str(runs["no_depth"]["weights"]))
+                out.append(f"model.no_depth_stage1_ckpt={no_depth}")
+            return out
+        return [
+            f"model.net.kernel_size={int(s1['net']['kernel_size'])}",
+            f"model.kernel_estimator_ckpt={hydra_value(str(s1['weights']))}",
+            f"model.sr_ckpt={hydra_value(str(s2['weights']))}",
+            "~model.net.estimator.kernel_estimator",
+            f"+model.net.estimator.kernel_estimator={hydra_value(s1['net'])}",
+            "~model.net.estimator.depth_estimator",
+            f"+model.net.estimator.depth_estimator={hydra_value(s1['depth'])}",
+            "~model.net.estimator.sr_net",
+            f"+model.net.estimator.sr_net={hydra_value(s2['net'])}",
+            f"model.net.estimator.pca={int(s2['net']['kernel_channels'])}",
+        ]
+
+    def _check_svkr_networks(self, model: str, seed: int, job_cfg: DictConfig) -> None:
+        """A stage 3 on SVKR must build the networks of the seed's stages 1 and 2."""
+        estimator = OmegaConf.select(job_cfg, "model.net.estimator")
+        if estimator is None or not issubclass(_system(job_cfg), DiffusionSRTask):
+            return
+        runs = self.ssr_runs[seed]
+        composed = OmegaConf.to_container(estimator, resolve=True)
+        expected = {
+            "kernel_estimator": runs["stage1"]["net"],
+            "depth_estimator": runs["stage1"]["depth"],
+            "sr_net": runs["stage2"]["net"],
+        }
+        for key, value in expected.items():
+            if composed.get(key) != value:
+                raise RuntimeError(
+                    f"{model}: the composed model.net.estimator.{key} differs from the SSR "
+                    "stage network it loads (an override value was not written back faithfully)"
+                )
+
+    def _svkr_rows(
+        self,
+        model: str,
+        seed: int,
+        job_cfg: DictConfig,
+        info: dict[str, Any],
+        metrics: dict[str, float],
+    ) -> dict[str, Any]:
+        """The SVKR evaluation as rows ``<model>_t1 .. _tT`` (depth estimated from the SR
+        image of the step before) and ``<model>_no_depth`` (step T without depth); their
+        params: DKENet, its depth network (not without depth) and RRDB-SFT."""
+        runs = self.ssr_runs[seed]
+        iterations = int(OmegaConf.select(job_cfg, "model.iterations"))
+        names = ("kernels/l1", "sr/psnr_y", "sr/ssim_y")
+        no_depth = runs.get("no_depth", runs["stage1"])
+        depth_params = runs["stage1"]["params"] - _trainable_parameters_of(runs["stage1"]["net"])
+        variants = [
+            (f"{model}_t{t}", f"t{t}/", runs["stage1"]["params"]) for t in range(1, iterations + 1)
+        ]
+        variants.append((f"{model}_no_depth", f"no_depth/t{iterations}/", no_depth["params"]))
+        row: dict[str, Any] = {}
+        for label, prefix, params in variants:
+            values = {f"test/{n}": metrics[f"test/{prefix}{n}"] for n in names}
+            if prefix.startswith("no_depth/") and "no_depth" not in runs:
+                params -= depth_params
+            row = self._add_row(
+                label,
+                seed,
+                SVKR_EVAL,
+                {**info, "params": params + runs["stage2"]["params"]},
+                values,
+            )
+        return row
 
     def _anchor_overrides(self, model: str, seed: int) -> list[str]:
         """Start ``model`` from the generator of the seed's anchor run (not the anchor) and,
