@@ -331,3 +331,23 @@ def test_folder_variant_composes_and_runs(tmp_path, experiment: str, tiny_net: l
             cfg.model.depth_estimator = "svblur.models.GroundTruthDepth"
         with pytest.raises(InputError, match="ConstantDepth"):
             train(cfg)
+
+
+def test_folder_stage3_svkr_has_the_folder_stages_networks():
+    """experiment=folder_ssr_stage3's frozen SVKR takes the weights folder_ssr_stage1 and
+    folder_ssr_stage2 train (strict loading), with their depth source."""
+
+    def net_of(experiment: str, key: str = "model.net") -> torch.nn.Module:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            cfg = compose("train", overrides=[f"experiment={experiment}", "data.root=x"])
+        GlobalHydra.instance().clear()
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        return instantiate(node)
+
+    svkr = net_of("folder_ssr_stage3", "model.net.estimator")
+    assert isinstance(svkr, SVKR) and isinstance(svkr.depth_estimator, ConstantDepth)
+    svkr.kernel_estimator.load_state_dict(net_of("folder_ssr_stage1").state_dict())
+    svkr.sr_net.load_state_dict(net_of("folder_ssr_stage2").state_dict())
