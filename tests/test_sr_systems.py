@@ -178,3 +178,52 @@ def test_synthetic_experiments_compose(make_cfg, name):
     assert cfg.task_name == name
     target = {"synthetic_stage1": "BlurSemanticsTask", "synthetic_stage2": "NonBlindSRTask"}
     assert cfg.model._target_.endswith(target.get(name, "BlindSRTask"))
+
+
+class _MeanAbs(torch.nn.Module):
+    """A stand-in for piq's LPIPS (whose weights are not on this machine): per-image mean
+    absolute difference, with one parameter so that device moves and state dicts show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unit = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x - y).abs().mean(dim=(1, 2, 3)) * self.unit
+
+
+def test_learned_perceptual_metric_is_logged_from_local_weights(make_cfg, monkeypatch):
+    """model.perceptual_metrics=[lpips] logs sr/lpips (crop scale, mean over images) from
+    networks built by local_perceptual_metrics; they stay out of the checkpoint."""
+    import svblur.systems.sr as sr_systems
+    from svblur.metrics import SRPerceptual
+
+    asked = {}
+
+    def local_only(weights_dir, names):
+        asked.update(dir=weights_dir, names=names)
+        return {name: _MeanAbs() for name in names}
+
+    monkeypatch.setattr(sr_systems, "local_perceptual_metrics", local_only)
+    cfg = make_cfg(
+        "train",
+        [
+            "experiment=synthetic_stage2",
+            "trainer.max_epochs=1",
+            "callbacks=none",
+            "+model.perceptual_metrics=[lpips]",
+            "+model.perceptual_weights_dir=/weights",
+        ]
+        + TINY_SR,
+    )
+    metrics = train(cfg)
+    assert asked == {"dir": "/weights", "names": ["lpips"]}
+    assert 0 < metrics["test/sr/lpips"] < 1 and 0 < metrics["val/sr/lpips"] < 1
+    model = instantiate(cfg.model)
+    assert not any("lpips" in key for key in model.state_dict())
+    metric = SRPerceptual(_MeanAbs(), crop_border=2)
+    sr, hr = torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8)
+    sr[0, :, 2:6, 2:6] = 0.5  # inside the crop: mean |diff| 0.5 over the 4x4 centre
+    sr[1, :, :2] = 1.0  # only in the cropped border: 0
+    metric.update(sr, hr)
+    assert float(metric.compute()) == pytest.approx(0.25)

@@ -22,6 +22,7 @@ from .regions import (
     HIGHER_IS_BETTER,
     REGIONS,
     RegionMetrics,
+    SRPerceptual,
     local_perceptual_metrics,
     region_scores,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "REGIONS",
     "SRPSNR",
     "SRSSIM",
+    "SRPerceptual",
     "BlurPSNR",
     "BlurSSIM",
     "BoundaryBlurError",

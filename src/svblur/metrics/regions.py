@@ -54,6 +54,7 @@ from torchmetrics import Metric
 
 from svblur.errors import InputError
 
+from .metrics import PerImageMean
 from .sr import _gaussian_window, _prepare, psnr_y, rgb_to_y, ssim_y
 
 __all__ = [
@@ -466,3 +467,30 @@ def local_perceptual_metrics(
             searched,
         )
     return built
+
+
+class SRPerceptual(PerImageMean):
+    """Mean over images of a learned perceptual distance (piq's LPIPS or DISTS; lower is
+    better) of SR images in ``[0, 1]`` against HR, a border of ``crop_border`` removed.
+
+    The piq module (from :func:`local_perceptual_metrics`) is kept outside the module tree:
+    its weights are not saved in checkpoints, and it follows the inputs' device.
+    """
+
+    higher_is_better = False
+
+    def __init__(self, network: nn.Module, crop_border: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.crop_border = int(crop_border)
+        self._network = [network.eval()]  # a list: not registered as a submodule
+
+    def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        network = self._network[0]
+        if next(network.parameters(), pred).device != pred.device:
+            self._network[0] = network = network.to(pred.device)
+        border = self.crop_border
+        if border:
+            pred = pred[..., border:-border, border:-border]
+            target = target[..., border:-border, border:-border]
+        with torch.no_grad():
+            return network(pred.clamp(0, 1), target.clamp(0, 1)).reshape(-1)

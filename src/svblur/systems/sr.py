@@ -15,7 +15,7 @@ and per-image results are kept in :attr:`SuperResolutionTask.test_results`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,17 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 
 from svblur.errors import InputError
-from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, KernelL1, MeanIoU, kernel_l1
+from svblur.metrics import (
+    SRPSNR,
+    SRSSIM,
+    BlurPSNR,
+    BlurSSIM,
+    KernelL1,
+    MeanIoU,
+    SRPerceptual,
+    kernel_l1,
+    local_perceptual_metrics,
+)
 from svblur.metrics.functional import IGNORE_INDEX, blur_psnr, blur_ssim
 from svblur.metrics.sr import psnr_rgb, psnr_y, ssim_rgb, ssim_y
 from svblur.models.blind_sr import BlindSR
@@ -96,6 +106,11 @@ class SuperResolutionTask(TrainingSystem):
         blur_norm: Divisor of sigma for the blur-map metrics (stage 3).
         log_images: Number of validation images logged per epoch (0 disables).
         compile: Wrap the network with ``torch.compile`` at fit start.
+        perceptual_metrics: Learned metrics to log as ``sr/<name>`` (``"lpips"``,
+            ``"dists"``; lower is better), built from weight files already on this machine
+            (:func:`svblur.metrics.local_perceptual_metrics`: ``perceptual_weights_dir``,
+            then the torch hub cache); a missing file is a clear error, never a download.
+        perceptual_weights_dir: Folder holding those weight files (``None``: the hub cache).
     """
 
     def __init__(
@@ -110,6 +125,8 @@ class SuperResolutionTask(TrainingSystem):
         blur_norm: float = 5.0,
         log_images: int = 4,
         compile: bool = False,
+        perceptual_metrics: Sequence[str] = (),
+        perceptual_weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         # Plain values only, so that checkpoints load with weights_only=True.
@@ -117,6 +134,11 @@ class SuperResolutionTask(TrainingSystem):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self._perceptual = (
+            local_perceptual_metrics(perceptual_weights_dir, names=list(perceptual_metrics))
+            if perceptual_metrics
+            else {}
+        )
         self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
         self.test_groups: list[str] = []
         #: Per-image test results (one dict per image: group, index, name, metrics), gathered
@@ -157,6 +179,8 @@ class SuperResolutionTask(TrainingSystem):
             "sr/psnr_y": SRPSNR(crop, y_channel=True, quantize=quantize),
             "sr/ssim_y": SRSSIM(crop, y_channel=True, quantize=quantize),
         }
+        for name, network in self._perceptual.items():
+            metrics[f"sr/{name}"] = SRPerceptual(network, crop)
         if self.hparams.rgb_metrics:
             metrics["sr/psnr_rgb"] = SRPSNR(crop, y_channel=False, quantize=quantize)
             metrics["sr/ssim_rgb"] = SRSSIM(crop, y_channel=False, quantize=quantize)
