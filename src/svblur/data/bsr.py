@@ -29,9 +29,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
-from svblur.data.samplers import ResumableDataMixin
+from svblur.data.samplers import SplitsDataMixin, WorkerRNG
 from svblur.degradation import blur_map_from_png
 from svblur.errors import InputError
 from svblur.io import ImageMode, image_size, read_image
@@ -386,7 +386,7 @@ class BSRFolderDataset(Dataset):
         self.hflip = bool(hflip)
         self.vflip = bool(vflip)
         self.seed = int(seed)
-        self._rng_state: tuple[object, np.random.Generator] | None = None
+        self._worker_rng = WorkerRNG(self.seed, 7)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -397,12 +397,7 @@ class BSRFolderDataset(Dataset):
         return [sample_key(self.files["hr"][i]) for i in self.indices]
 
     def _rng(self) -> np.random.Generator:
-        info = get_worker_info()
-        base_seed = info.seed if info is not None else torch.initial_seed()
-        token = (info.id if info is not None else None, base_seed)
-        if self._rng_state is None or self._rng_state[0] != token:
-            self._rng_state = (token, np.random.default_rng([self.seed, base_seed % 2**63, 7]))
-        return self._rng_state[1]
+        return self._worker_rng()
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` as numpy arrays (HWC images, no augmentation)."""
@@ -452,7 +447,7 @@ class BSRFolderDataset(Dataset):
         }
 
 
-class BSRDataModule(ResumableDataMixin, L.LightningDataModule):
+class BSRDataModule(SplitsDataMixin, L.LightningDataModule):
     """Train / val / five-group test loaders over a released BSR tree.
 
     ``setup`` first runs :meth:`validate` (once), so a broken tree fails before training
@@ -602,20 +597,7 @@ class BSRDataModule(ResumableDataMixin, L.LightningDataModule):
     def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
         if key not in self.datasets:
             self.setup(None)
-        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        """One loader per test group, in the order of :attr:`test_group_names`."""
-        return [self._loader(g, False, self.eval_batch_size) for g in self.test_group_names]
-
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()
+        return super()._loader(key, shuffle, batch_size)
 
 
 class NYUv2BSRDataModule(BSRDataModule):

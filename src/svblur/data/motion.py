@@ -36,9 +36,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-from svblur.data.samplers import ResumableDataMixin
+from svblur.data.samplers import SplitsDataMixin, WorkerRNG
 from svblur.degradation.noise import add_gaussian_noise
 from svblur.degradation.resize import imresize
 from svblur.errors import InputError
@@ -521,7 +521,7 @@ class MotionSRDataset(Dataset):
         self.hflip = bool(hflip)
         self.fixed = bool(fixed)
         self.seed = int(seed)
-        self._rng_state: tuple[object, np.random.Generator] | None = None
+        self._worker_rng = WorkerRNG(self.seed, 19)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -537,12 +537,7 @@ class MotionSRDataset(Dataset):
             # and group order, and a different field for each level.
             level = -1 if self.noise_level is None else round(self.noise_level * 1000)
             return np.random.default_rng([self.seed, 23, level + 1, position])
-        info = get_worker_info()
-        base_seed = info.seed if info is not None else torch.initial_seed()
-        token = (info.id if info is not None else None, base_seed)
-        if self._rng_state is None or self._rng_state[0] != token:
-            self._rng_state = (token, np.random.default_rng([self.seed, base_seed % 2**63, 19]))
-        return self._rng_state[1]
+        return self._worker_rng()
 
     def _augment(
         self, lr: np.ndarray, hr: np.ndarray, name: str, rng: np.random.Generator
@@ -585,7 +580,7 @@ class MotionSRDataset(Dataset):
         }
 
 
-class MotionSRDataModule(ResumableDataMixin, L.LightningDataModule):
+class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
     """GoPro / REDS for blind SR: augmented patches for training, two noise levels for test.
 
     Validation uses ``val_source`` when given; otherwise a seeded ``val_fraction`` of the
@@ -731,21 +726,3 @@ class MotionSRDataModule(ResumableDataMixin, L.LightningDataModule):
                     f"crop_size {crop} is larger than the {source.title} frame {pair.hr} "
                     f"({height}x{width}, HxW); lower data.crop_size"
                 )
-
-    def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        """One loader per noise level, in the order of :attr:`test_group_names`."""
-        if not self.test_group_names:
-            raise ValueError("no test_source was given to MotionSRDataModule")
-        return [self._loader(g, False, self.eval_batch_size) for g in self.test_group_names]
-
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self.test_dataloader()

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from svblur.data.builders.common import GROUP_NAMES, invariant_masks
-from svblur.data.samplers import ResumableDataMixin
+from svblur.data.samplers import SplitsDataMixin, WorkerRNG
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
 from svblur.degradation.pipeline import (
     Camera,
@@ -410,7 +410,7 @@ class OnTheFlyDefocusDataset(Dataset):
         self.invariant = None if invariant is None else [bool(v) for v in invariant]
         self.seed = int(seed)
         self.render_on = render_on
-        self._rng_state: tuple[object, np.random.Generator] | None = None
+        self._worker_rng = WorkerRNG(self.seed, 3)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -418,12 +418,7 @@ class OnTheFlyDefocusDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         if self.fixed:
             return np.random.default_rng([self.seed, 2, int(index)])
-        info = get_worker_info()
-        base_seed = info.seed if info is not None else torch.initial_seed()
-        token = (info.id if info is not None else None, base_seed)
-        if self._rng_state is None or self._rng_state[0] != token:
-            self._rng_state = (token, np.random.default_rng([self.seed, base_seed % 2**63, 3]))
-        return self._rng_state[1]
+        return self._worker_rng()
 
     def _crop(self, sample: RGBDSample, rng: np.random.Generator) -> SceneInput:
         s = self.scale
@@ -548,7 +543,7 @@ def render_batch(
 
 
 # --------------------------------------------------------------------------- DataModule
-class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
+class OnTheFlyDefocusDataModule(SplitsDataMixin, L.LightningDataModule):
     """Train on fresh cameras every epoch; validate and test on fixed ones.
 
     Args:
@@ -675,22 +670,6 @@ class OnTheFlyDefocusDataModule(ResumableDataMixin, L.LightningDataModule):
                 )
             if test_groups > 1:
                 self.test_group_names = names
-
-    def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        if "test" in self.datasets:
-            return self._loader("test", False, self.eval_batch_size)
-        if not self.test_group_names:
-            raise ValueError("no test_source was given to OnTheFlyDefocusDataModule")
-        return [self._loader(g, False, self.eval_batch_size) for g in self.test_group_names]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Render ``render_on="device"`` training batches where they now are (the GPU)."""

@@ -45,10 +45,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from svblur.data.onthefly import RGBDSample
-from svblur.data.samplers import ResumableDataMixin
+from svblur.data.samplers import SplitsDataMixin, WorkerRNG
 from svblur.degradation.pipeline import SamplePipeline
 from svblur.errors import InputError
 from svblur.io import IMAGE_SUFFIXES, image_size, read_image
@@ -468,7 +468,7 @@ class ReBlurSRDataset(Dataset):
         self.fixed = bool(fixed)
         self.hflip = bool(hflip) and not self.fixed
         self.seed = int(seed)
-        self._rng_state: tuple[object, np.random.Generator] | None = None
+        self._worker_rng = WorkerRNG(self.seed, 31)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -481,12 +481,7 @@ class ReBlurSRDataset(Dataset):
     def _rng(self, position: int) -> np.random.Generator:
         if self.fixed:
             return np.random.default_rng([self.seed, 29, position])
-        info = get_worker_info()
-        base_seed = info.seed if info is not None else torch.initial_seed()
-        token = (info.id if info is not None else None, base_seed)
-        if self._rng_state is None or self._rng_state[0] != token:
-            self._rng_state = (token, np.random.default_rng([self.seed, base_seed % 2**63, 31]))
-        return self._rng_state[1]
+        return self._worker_rng()
 
     def _window(
         self, height: int, width: int, unit: int, name: str, rng: np.random.Generator
@@ -555,7 +550,7 @@ def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
 
 
 # --------------------------------------------------------------------------- DataModule
-class ReBlurSRDataModule(ResumableDataMixin, L.LightningDataModule):
+class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
     """ReBlurSR for blind SR that keeps the blur: patches for training, whole photos for test.
 
     Validation uses ``val_source`` when given; otherwise a seeded ``val_fraction`` of the
@@ -715,23 +710,3 @@ class ReBlurSRDataModule(ResumableDataMixin, L.LightningDataModule):
                     f"{setting} {crop} is larger than the ReBlurSR photo {item.hr} "
                     f"({height}x{width}, HxW); lower data.{setting}"
                 )
-
-    def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        """One loader per blur type (:attr:`test_group_names`), or one ``test`` loader."""
-        if self.test_group_names:
-            return [self._loader(g, False, self.eval_batch_size) for g in self.test_group_names]
-        if "test" not in self.datasets:
-            raise ValueError("no test_source was given to ReBlurSRDataModule")
-        return self._loader("test", False, self.eval_batch_size)
-
-    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
-        return self.test_dataloader()

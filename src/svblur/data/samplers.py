@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sized
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 
-__all__ = ["EpochSampler", "ResumableDataMixin", "make_loader"]
+__all__ = ["EpochSampler", "ResumableDataMixin", "SplitsDataMixin", "WorkerRNG", "make_loader"]
 
 
 class EpochSampler(DistributedSampler):
@@ -172,3 +174,58 @@ class ResumableDataMixin:
         batch when there are more; evaluation shards stay unpadded under DDP."""
         drop_last = train and len(dataset) > batch_size
         return self.loader(dataset, batch_size, train=train, drop_last=drop_last)
+
+
+class SplitsDataMixin(ResumableDataMixin):
+    """:class:`ResumableDataMixin` plus the loaders of a module whose data sets are named
+    splits: ``datasets`` (name -> data set, with ``"train"``, ``"val"`` and either
+    ``"test"`` or one entry per name of ``test_group_names``), ``batch_size`` for training
+    and ``eval_batch_size`` for the others, each through :meth:`split_loader`."""
+
+    datasets: dict[str, Any]
+    test_group_names: list[str]
+
+    def _loader(self, key: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return self.split_loader(self.datasets[key], batch_size, train=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per name of :attr:`test_group_names`, in that order, or one ``test``
+        loader when there are no groups."""
+        if self.test_group_names:
+            return [self._loader(g, False, self.eval_batch_size) for g in self.test_group_names]
+        if "test" not in self.datasets:
+            raise ValueError(f"no test_source was given to {type(self).__name__}")
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self.test_dataloader()
+
+
+class WorkerRNG:
+    """The random generator of a data set's training draws, one stream per loader worker.
+
+    Calling it returns ``np.random.default_rng([seed, base_seed % 2**63, salt])`` where
+    ``base_seed`` is the worker's torch seed (the process's outside workers), so each
+    worker of each epoch draws its own stream, reproducibly; the generator is kept while
+    the worker (and its seed) stays the same. ``salt`` keeps the streams of different data
+    sets apart.
+    """
+
+    def __init__(self, seed: int, salt: int) -> None:
+        self.seed = int(seed)
+        self.salt = int(salt)
+        self._state: tuple[object, np.random.Generator] | None = None
+
+    def __call__(self) -> np.random.Generator:
+        info = get_worker_info()
+        base_seed = info.seed if info is not None else torch.initial_seed()
+        token = (info.id if info is not None else None, base_seed)
+        if self._state is None or self._state[0] != token:
+            self._state = (token, np.random.default_rng([self.seed, base_seed % 2**63, self.salt]))
+        return self._state[1]
