@@ -394,3 +394,12 @@ def test_kernel_pca_codes_decode_to_the_kernels_of_its_span(tmp_path):
     pca.save(tmp_path / "pca.pt")
     loaded = KernelPCA.load(tmp_path / "pca.pt")
     torch.testing.assert_close(loaded.encode(field), codes)
+    # as a module's buffers: carried by its state dict, read back from either
+    holder = torch.nn.Module()
+    assert KernelPCA.buffers_missing(holder) == list(KernelPCA.BUFFERS)
+    pca.register_buffers(holder)
+    assert KernelPCA.buffers_missing(holder) == [] and set(holder.state_dict()) == set(
+        KernelPCA.BUFFERS
+    )
+    for source in (holder, holder.state_dict()):
+        torch.testing.assert_close(KernelPCA.from_buffers(source).encode(field), codes)

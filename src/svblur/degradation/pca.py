@@ -8,11 +8,13 @@ basis, encodes fields ``(B, k*k, H, W) -> (B, n, H, W)`` and decodes them back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from svblur.errors import InputError
 from svblur.io import atomic_path, read_checkpoint
@@ -93,6 +95,32 @@ class KernelPCA:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean, "components": self.components, "explained": self.explained}
+
+    #: Names of the basis' tensors as a module's buffers (:meth:`register_buffers`).
+    BUFFERS: tuple[str, ...] = ("pca_mean", "pca_components", "pca_explained")
+
+    def register_buffers(self, module: nn.Module) -> None:
+        """Store the basis in ``module``'s buffers :attr:`BUFFERS` (copies), so that its
+        checkpoints carry the basis."""
+        for name, tensor in zip(self.BUFFERS, self.state_dict().values(), strict=True):
+            module.register_buffer(name, tensor.clone())
+
+    @classmethod
+    def buffers_missing(cls, state: Mapping[str, torch.Tensor] | nn.Module) -> list[str]:
+        """The names of :attr:`BUFFERS` that ``state`` (a module or a state dict) lacks."""
+        return [name for name in cls.BUFFERS if cls._tensors(state).get(name) is None]
+
+    @classmethod
+    def from_buffers(cls, state: Mapping[str, torch.Tensor] | nn.Module) -> KernelPCA:
+        """The basis held in the buffers :attr:`BUFFERS` of a module or a state dict."""
+        tensors = cls._tensors(state)
+        return cls(*(tensors[name] for name in cls.BUFFERS))
+
+    @classmethod
+    def _tensors(cls, state: Mapping[str, torch.Tensor] | nn.Module) -> Mapping[str, Any]:
+        if isinstance(state, Mapping):
+            return state
+        return {name: getattr(state, name, None) for name in cls.BUFFERS}
 
     def save(self, path: str | Path) -> None:
         """Save to a ``.pt`` file (tensors only; loads with ``weights_only=True``)."""

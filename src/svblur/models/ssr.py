@@ -199,7 +199,7 @@ class SVKR(nn.Module):
             zeros = torch.zeros(int(taps) ** 2, dtype=torch.float64)
             pca = KernelPCA(zeros, zeros.repeat(pca, 1), zeros.new_zeros(pca))
         if pca is None:
-            for name in ("pca_mean", "pca_components", "pca_explained"):
+            for name in KernelPCA.BUFFERS:
                 self.register_buffer(name, None)
         else:
             if code_channels is not None and code_channels != pca.num_components:
@@ -208,16 +208,14 @@ class SVKR(nn.Module):
                     f"{pca.num_components} components: build it with "
                     f"RRDBSFT(kernel_channels={pca.num_components})"
                 )
-            self.register_buffer("pca_mean", pca.mean.clone())
-            self.register_buffer("pca_components", pca.components.clone())
-            self.register_buffer("pca_explained", pca.explained.clone())
+            pca.register_buffers(self)
 
     @property
     def pca(self) -> KernelPCA | None:
         """The kernel basis (from the buffers), or ``None``."""
         if self.pca_components is None:
             return None
-        return KernelPCA(self.pca_mean, self.pca_components, self.pca_explained)
+        return KernelPCA.from_buffers(self)
 
     def initial_image(self, lr: torch.Tensor) -> torch.Tensor:
         """``I[0]``: ``lr`` upscaled by ``scale`` (MATLAB bicubic), clamped to ``[0, 1]``."""

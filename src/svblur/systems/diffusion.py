@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svblur.degradation import KernelPCA
 from svblur.errors import InputError
 from svblur.models.checkpoints import check_fits, load_weights, read_state_dict
 from svblur.models.depth import normalize_depth
@@ -39,8 +40,6 @@ from .sr import SuperResolutionTask
 __all__ = ["SAMPLING_DEFAULTS", "DiffusionSRTask"]
 
 log = logging.getLogger(__name__)
-
-_PCA_KEYS = ("pca_mean", "pca_components", "pca_explained")
 
 #: Sampling options of validation, test and ``svblur-predict`` (``DiffusionSR.sample``).
 SAMPLING_DEFAULTS: dict[str, Any] = {
@@ -165,14 +164,14 @@ class DiffusionSRTask(SuperResolutionTask):
             second = read_state_dict(Path(hp.sr_ckpt))
             load_weights(svkr.sr_net, _part(second, "net."))
             if getattr(svkr, "pca_components", None) is not None:
-                absent = [k for k in _PCA_KEYS if k not in second]
+                absent = KernelPCA.buffers_missing(second)
                 if absent:
                     raise InputError(
                         f"{hp.sr_ckpt}: holds no kernel PCA basis (missing {absent}) but the "
                         "SVKR uses one; set model.net.estimator.pca=null or pass a stage-2 "
                         "checkpoint trained on the PCA code"
                     )
-                for key in _PCA_KEYS:
+                for key in KernelPCA.BUFFERS:
                     buffer = getattr(svkr, key)
                     if buffer.shape != second[key].shape:
                         raise InputError(

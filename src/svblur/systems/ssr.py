@@ -317,14 +317,12 @@ class KernelCodeSRTask(NonBlindSRTask):
                 f"the PCA basis has {pca.num_components} components, the network takes "
                 f"{components}: set model.net.kernel_channels={pca.num_components}"
             )
-        self.register_buffer("pca_mean", pca.mean.clone())
-        self.register_buffer("pca_components", pca.components.clone())
-        self.register_buffer("pca_explained", pca.explained.clone())
+        pca.register_buffers(self)
 
     @property
     def pca(self) -> KernelPCA:
         """The kernel basis (from the buffers)."""
-        return KernelPCA(self.pca_mean, self.pca_components, self.pca_explained)
+        return KernelPCA.from_buffers(self)
 
     def kernel_code(self, kernels: torch.Tensor, lr_size: tuple[int, int]) -> torch.Tensor:
         """The network's condition: ``(B, k*k, H, W)`` field -> ``(B, n, h, w)`` code."""
@@ -420,12 +418,12 @@ def load_svkr(
 
     sr_net = build_network(record2["net"])
     load_weights(sr_net, {k: v for k, v in state2.items() if k.startswith("net.")})
-    missing = {"pca_mean", "pca_components", "pca_explained"} - set(state2)
+    missing = KernelPCA.buffers_missing(state2)
     if missing:
         raise CheckpointError(
             f"{stage2_ckpt}: holds no kernel PCA basis (missing {sorted(missing)})"
         )
-    pca = KernelPCA(state2["pca_mean"], state2["pca_components"], state2["pca_explained"])
+    pca = KernelPCA.from_buffers(state2)
 
     svkr = SVKR(kernel_estimator, depth_estimator, sr_net, iterations, gamma, update, pca=pca)
     if freeze:
