@@ -16,7 +16,7 @@ from svblur.models.checkpoints import RECORD_KEY, network_record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainingSystem"]
+__all__ = ["TrainingSystem", "add_test_group_metrics"]
 
 
 class TrainingSystem(L.LightningModule):
@@ -138,12 +138,7 @@ class TrainingSystem(L.LightningModule):
         self._log_metrics("val", ["val"])
 
     def on_test_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
-        for group in self.test_groups:
-            if group in self.metrics:
-                raise ValueError(f"test group name '{group}' clashes with a metric group")
-            self.metrics[group] = self._new_metrics().to(self.device)
+        add_test_group_metrics(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for logger in self.loggers:
@@ -154,3 +149,14 @@ class TrainingSystem(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+
+
+def add_test_group_metrics(system: L.LightningModule) -> None:
+    """Set ``system.test_groups`` from the data module's ``test_group_names`` and give each
+    group its own metrics in ``system.metrics`` (built by ``system._new_metrics()``)."""
+    datamodule = getattr(system.trainer, "datamodule", None)
+    system.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
+    for group in system.test_groups:
+        if group in system.metrics:
+            raise ValueError(f"test group name '{group}' clashes with a metric group")
+        system.metrics[group] = system._new_metrics().to(system.device)

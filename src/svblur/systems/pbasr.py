@@ -50,6 +50,7 @@ from svblur.models.checkpoints import (
 )
 from svblur.models.discriminators import ConditionalUNetDiscriminatorSN
 
+from .base import add_test_group_metrics
 from .gan_losses import GANLoss
 
 __all__ = ["GANSRTask", "PBaSRTask", "from_basicsr_rrdbnet"]
@@ -231,12 +232,7 @@ class _GANBranches(L.LightningModule):
         self._evaluated = self.eval_generator()
 
     def on_test_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        self.test_groups = list(getattr(datamodule, "test_group_names", None) or [])
-        for group in self.test_groups:
-            if group in self.metrics:
-                raise ValueError(f"test group name '{group}' clashes with a metric group")
-            self.metrics[group] = self._new_metrics().to(self.device)
+        add_test_group_metrics(self)
         self._evaluated = self.eval_generator()
 
     @torch.no_grad()
