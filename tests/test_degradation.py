@@ -1,4 +1,5 @@
-"""Tests of the depth-driven defocus engine against hand arithmetic and the reference."""
+"""Tests of the depth-driven defocus engine against hand arithmetic and the reference, and of
+SSR's depth-informed kernel fields (GaussianFieldBlur)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from svblur.degradation import _harmonic as harmonic
 from svblur.degradation import (
+    GaussianFieldBlur,
+    SceneInput,
+    apply_kernel_field,
     defocus,
     defocus_sigma,
     fill_invalid_depth,
+    gaussian_kernel,
     render_defocus,
     render_uniform_blur,
     solve_f_number,
 )
+from svblur.degradation import _harmonic as harmonic
 from svblur.degradation._camera import coc_pixels
 from svblur.degradation._harmonic import prepare_fill
 from svblur.degradation.reference import (
@@ -371,3 +376,101 @@ def test_bad_inputs_raise_clear_errors() -> None:
         render_uniform_blur(image, -1.0)
     with pytest.raises(ValueError, match="every depth equals"):
         solve_f_number(np.full((4, 4), 2500.0), 4, 50.0, 2500.0)
+
+
+# ------------------------------------------- SSR's kernel fields (degradation=gaussian_sv)
+def _field_scene() -> SceneInput:
+    """A 12 x 14 scene: depth 1000-3390 mm rising to the right and down, a fixed texture."""
+    ys, xs = np.mgrid[0:12, 0:14]
+    depth = (1000.0 + 150.0 * xs + 40.0 * ys).astype(np.float32)
+    image = np.stack(
+        [np.sin(xs / 2.0 + ys), np.cos(ys / 3.0) * 0.5 + 0.5, (xs * ys % 7) / 7.0], -1
+    ).astype(np.float32)
+    return SceneInput((image - image.min()) / (image.max() - image.min()), depth)
+
+
+def test_camera_blur_follows_the_thin_lens_about_the_median_depth() -> None:
+    scene = _field_scene()
+    blur = GaussianFieldBlur(kernel_size=9, model="camera", aperture_range=(20.0, 40.0))
+    assert blur.isotropic and blur.cap == 1.6  # (9 - 1) / 5
+    degraded = blur(scene, np.random.default_rng(5))
+    meta, depth = degraded.meta, scene.depth.astype(np.float64)
+    assert 20.0 <= meta["aperture"] <= 40.0 and meta["space_variant"]
+    # the focus: the lower median of the scene's depths, an actual pixel's depth
+    flat = np.sort(depth.ravel())
+    assert meta["focus_depth"] == flat[(flat.size - 1) // 2]
+    kernels = degraded.maps["kernels"]
+    np.testing.assert_allclose(kernels.sum(0), 1.0, atol=1e-5)
+    # sigma = clip(A |1/z_f - 1/z|, 0, cap) with depths in m, per pixel
+    unclipped = np.empty_like(depth)
+    for (y, x), z in np.ndenumerate(depth):
+        unclipped[y, x] = meta["aperture"] * abs(
+            1.0 / (meta["focus_depth"] / 1000.0) - 1.0 / (z / 1000.0)
+        )
+    sigma = np.minimum(unclipped, blur.cap)
+    np.testing.assert_allclose(degraded.maps["blur"], sigma, rtol=1e-6, atol=1e-6)
+    in_focus = depth == meta["focus_depth"]
+    assert in_focus.any() and (degraded.maps["blur"][in_focus] == 0).all()
+    assert (kernels[81 // 2][in_focus] == 1.0).all()  # the focal plane is sharp
+    for y, x in ((0, 0), (5, 7), (11, 13)):
+        kernel = kernels[:, y, x].reshape(9, 9)
+        np.testing.assert_allclose(kernel, gaussian_kernel(9, sigma[y, x]), atol=1e-6)
+        np.testing.assert_allclose(kernel, kernel.T, atol=1e-7)  # isotropic
+    # the image is what the field makes of the sharp one
+    again = apply_kernel_field(
+        torch.from_numpy(scene.image.transpose(2, 0, 1).copy())[None],
+        torch.from_numpy(kernels)[None],
+    )[0].numpy()
+    np.testing.assert_allclose(degraded.image.transpose(2, 0, 1), again, atol=1e-6)
+    # a farther scene blurs less: the scale of the depth matters (1/z)
+    farther = SceneInput(scene.image, 2 * scene.depth)
+    far = blur(farther, np.random.default_rng(5))
+    assert far.meta["aperture"] == meta["aperture"]
+    np.testing.assert_allclose(far.maps["blur"], np.minimum(unclipped / 2, blur.cap), atol=1e-6)
+
+
+def test_camera_blur_options() -> None:
+    scene = _field_scene()
+    # a space-invariant draw: one pixel's sigma everywhere
+    invariant = GaussianFieldBlur(kernel_size=9, model="camera")(
+        scene, np.random.default_rng(1), invariant=True
+    )
+    kernels = invariant.maps["kernels"].reshape(81, -1)
+    assert np.ptp(kernels, axis=1).max() == 0 and not invariant.meta["space_variant"]
+    assert np.ptp(invariant.maps["blur"]) == 0
+    # focus at a random pixel; an explicit cap; anisotropy only when asked
+    blur = GaussianFieldBlur(
+        kernel_size=9, model="camera", focus_quantile=None, sigma_cap=1.0, aspect_range=(0.5, 0.5)
+    )
+    degraded = blur(scene, np.random.default_rng(2))
+    assert degraded.meta["focus_depth"] in scene.depth and "blur" not in degraded.maps
+    assert degraded.meta["aspect"] == 0.5 and not blur.isotropic
+    # without depth the camera has nothing to follow: smooth blends, as the linear model
+    no_depth = SceneInput(scene.image)
+    a = GaussianFieldBlur(kernel_size=9, model="camera")(no_depth, np.random.default_rng(3))
+    b = GaussianFieldBlur(kernel_size=9, model="linear", aspect_range=(1.0, 1.0))(
+        no_depth, np.random.default_rng(3)
+    )
+    np.testing.assert_array_equal(a.maps["kernels"], b.maps["kernels"])
+    for bad in ({"model": "thin"}, {"aperture_range": (2.0, 1.0)}, {"focus_quantile": 2.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GaussianFieldBlur(**bad)
+
+
+def test_linear_blur_draws_the_field_it_drew_before_the_camera_model() -> None:
+    """``model="linear"`` (the class default) is the first design, to the draw: values
+    pinned from the code before the camera model was added."""
+    degraded = GaussianFieldBlur(kernel_size=5)(_field_scene(), np.random.default_rng(123))
+    assert degraded.meta["sigma_max"] == pytest.approx(2.888231521368502, rel=1e-12)
+    assert degraded.meta["focus_depth"] == 1430.0
+    expected = [
+        [1.0112290e-02, 8.2608704e-03, 1.5452000e-03, 6.6180000e-05, 6.5000000e-07],
+        [4.0250339e-02, 1.0990603e-01, 6.8715580e-02, 9.8371804e-03, 3.2245001e-04],
+        [1.2763670e-02, 1.1649385e-01, 2.4345134e-01, 1.1649385e-01, 1.2763670e-02],
+        [3.2245001e-04, 9.8371804e-03, 6.8715580e-02, 1.0990603e-01, 4.0250339e-02],
+        [6.5000000e-07, 6.6180000e-05, 1.5452000e-03, 8.2608704e-03, 1.0112290e-02],
+    ]
+    kernel = degraded.maps["kernels"][:, 5, 7].reshape(5, 5)
+    np.testing.assert_allclose(kernel, expected, rtol=0, atol=2e-8)
+    assert float(degraded.image.astype(np.float64).sum()) == pytest.approx(320.14336996, abs=1e-5)
+    assert "blur" not in degraded.maps  # anisotropic: no single sigma per pixel

@@ -16,9 +16,11 @@ from svblur.degradation.fields import (
     apply_kernel_field,
     depth_gaussian_field,
     field_from_kernel,
+    focus_at_quantile,
     gaussian_field,
     iter_patch_rows,
     motion_field,
+    signed_defocus,
 )
 from svblur.degradation.kernels import (
     gaussian_kernel,
@@ -331,6 +333,60 @@ def test_depth_gaussian_field_thin_lens_and_anisotropy() -> None:
     assert 0.3**2 - 0.05 < yy / xx < 0.6**2 + 0.05
     with pytest.raises(ValueError, match="rng"):
         depth_gaussian_field(depth, 9, 2.0, 1.5, theta=(0.0, 1.0))
+
+
+def test_signed_defocus_is_the_inverse_depth_difference_in_dioptres() -> None:
+    depth = np.array([500.0, 1000.0, 2000.0, 4000.0])  # mm
+    np.testing.assert_allclose(signed_defocus(depth, 1000.0), [-1.0, 0.0, 0.5, 0.75])
+    # doubling every depth halves it: the scale is kept
+    np.testing.assert_allclose(signed_defocus(2 * depth, 2000.0), [-0.5, 0.0, 0.25, 0.375])
+    batch = torch.tensor([[[[500.0, 2000.0]]], [[[1000.0, 4000.0]]]])
+    focus = torch.tensor([1000.0, 2000.0]).view(2, 1, 1, 1)
+    expected = torch.tensor([[[[-1.0, 0.5]]], [[[-0.5, 0.25]]]])
+    torch.testing.assert_close(signed_defocus(batch, focus), expected)
+
+
+def test_focus_at_quantile_is_a_pixel_depth_in_numpy_and_torch() -> None:
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(500.0, 6000.0, (9, 13)).astype(np.float32)
+    for quantile in (0.0, 0.25, 0.5, 0.9, 1.0):
+        expected = float(np.quantile(depth, quantile, method="lower"))
+        assert focus_at_quantile(depth, quantile) == expected
+        assert expected in depth  # an actual pixel's depth: that pixel is in focus
+        assert focus_at_quantile(depth[:, ::-1], quantile) == expected  # flips keep it
+        batch = torch.from_numpy(np.stack([depth, depth[::-1] + 1.0]))[:, None]
+        focus = focus_at_quantile(batch, quantile)
+        assert focus.tolist() == [expected, expected + 1.0]
+    assert focus_at_quantile(depth, 0.0) == depth.min()
+    assert focus_at_quantile(depth, 1.0) == depth.max()
+    with pytest.raises(ValueError, match="quantile"):
+        focus_at_quantile(depth, 1.5)
+
+
+def test_camera_field_follows_the_thin_lens_and_is_isotropic() -> None:
+    depth = np.tile(np.array([600.0, 800.0, 1000.0, 1250.0, 2000.0, 5000.0]), (3, 1))
+    aperture, focus, cap = 3.0, 1000.0, 2.0
+    field = depth_gaussian_field(depth, 21, focus, cap, model="camera", aperture=aperture)
+    assert field.shape == (441, 3, 6)
+    torch.testing.assert_close(field.sum(0), torch.ones(3, 6), atol=1e-5, rtol=0)
+    for x, z in enumerate(depth[0]):
+        sigma = min(aperture * abs(1000.0 / focus - 1000.0 / z), cap)  # px, 1/m
+        kernel = field[:, 1, x].double().reshape(21, 21).numpy()
+        mx, my, xx, yy, xy = second_moments(kernel)
+        assert abs(mx) < 1e-6 and abs(my) < 1e-6 and abs(xy) < 1e-6
+        if z == focus:  # the focal plane is sharp: a delta
+            assert kernel[10, 10] == pytest.approx(1.0, abs=1e-6)
+            continue
+        np.testing.assert_allclose(kernel, gaussian_kernel(21, sigma), atol=1e-6)
+        assert xx == pytest.approx(yy, rel=1e-6)  # isotropic
+        if sigma >= 0.8:  # a sampled Gaussian's variance is sigma^2 to 1e-3 from there
+            assert xx == pytest.approx(sigma**2, rel=2e-3)
+    # the cap: 600 mm (sigma 2.0) and 5000 mm (sigma 2.4 -> 2.0) share the widest kernel
+    torch.testing.assert_close(field[:, 0, 0], field[:, 0, 5])
+    with pytest.raises(ValueError, match="aperture"):
+        depth_gaussian_field(depth, 21, focus, cap, model="camera")
+    with pytest.raises(ValueError, match="positive depths"):
+        depth_gaussian_field(depth - 1000.0, 21, focus, cap, model="camera", aperture=3.0)
 
 
 def test_motion_field_regions() -> None:

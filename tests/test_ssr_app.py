@@ -129,7 +129,9 @@ def test_stage2_trains_on_kernel_codes_and_its_loss_falls(stages):
 def test_stage2_pca_basis_is_fitted_to_the_degradation_and_survives_the_checkpoint(stages):
     run = stages[2]
     state = torch.load(run.ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    expected = fit_kernel_pca(GaussianFieldBlur(kernel_size=K), 300, 6, seed=0)
+    blur = instantiate(run.cfg.degradation.blur, _convert_="all")
+    assert blur == GaussianFieldBlur(kernel_size=K, model="camera")
+    expected = fit_kernel_pca(blur, 300, 6, seed=0)
     assert torch.equal(state["pca_components"], expected.components)
     assert torch.equal(state["pca_mean"], run.model.pca_mean.cpu())
     # a task built with another basis takes the checkpoint's: loading never refits
@@ -165,6 +167,53 @@ def test_svkr_from_checkpoints_equals_svkr_from_the_trained_networks(stages):
     # the stages are not interchangeable
     with pytest.raises(CheckpointError, match="stage-1"):
         load_svkr(stages[2].ckpt, stages[2].ckpt)
+
+
+def test_stage1_checkpoint_records_its_depth_form_and_old_ones_read_as_minmax(stages, tmp_path):
+    hparams = torch.load(stages[1].ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["depth_kwargs"] == {
+        "form": "defocus",
+        "focus_quantile": 0.5,
+        "defocus_scale": 30.0,
+    }
+    depth = load_svkr(stages[1].ckpt, stages[2].ckpt).depth_estimator
+    assert isinstance(depth, GroundTruthDepth) and depth.form == "defocus"
+    # a checkpoint from before the forms: DKENet was trained on per-image normalized depth
+    checkpoint = torch.load(stages[1].ckpt, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["depth_kwargs"] = {}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert load_svkr(tmp_path / "old.ckpt", stages[2].ckpt).depth_estimator.form == "minmax"
+
+
+def test_stage3_is_conditioned_on_the_depth_form_of_stage1(tmp_path):
+    """experiment=synthetic_ssr_stage3's depth condition is what stage 1 gives DKENet: the
+    data's depth as GroundTruthDepth's signed defocus, taken as given (no normalization),
+    from the ground truth and in the SVKR of model.condition=svkr alike."""
+    stage1 = _compose(TINY_STAGE1, tmp_path / "s1")
+    overrides = [
+        "experiment=synthetic_ssr_stage3",
+        *SMALL[:2],
+        "model.net.kernel_size=5",
+        "model.net.block_channels=[8,16]",
+        "model.net.norm_num_groups=4",
+        "model.net.encoder_channels={kernel:[4,8],depth:[4,8],lr:[8,16]}",
+        "model.net.kernel_code_channels=4",
+        "model.net.amf_hidden=8",
+    ]
+    stage3 = _compose(overrides, tmp_path / "s3")
+    estimator = stage3.model.net.estimator
+    assert estimator.kernel_estimator.normalize is stage1.model.net.normalize is False
+    depth = instantiate(estimator.depth_estimator)
+    built = instantiate(stage1.model, _convert_="all").depth_estimator
+    assert (depth.form, depth.focus_quantile) == (built.form, built.focus_quantile)
+    task = instantiate(stage3.model, _convert_="all")
+    datamodule = instantiate(stage3.data, _convert_="all")
+    datamodule.setup("test")
+    batch = next(iter(datamodule.test_dataloader()))
+    conditions = task.conditions(batch)
+    expected = built(batch["hr"], depth=batch["depth"])
+    torch.testing.assert_close(conditions["depth"], expected, rtol=0, atol=0)
+    assert torch.equal(conditions["kernels"], batch["kernels"])
 
 
 def test_assembled_svkr_checkpoint_rebuilds_and_predicts_photos(stages, tmp_path):

@@ -6,15 +6,17 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svblur.degradation import GaussianFieldBlur, imresize
+from svblur.degradation import GaussianFieldBlur, SceneInput, imresize
 from svblur.errors import InputError
 from svblur.models import RRDBSFT
 from svblur.models.depth import (
+    DEFOCUS_SCALE,
     DepthEstimator,
     GroundTruthDepth,
     HFDepth,
@@ -145,8 +147,18 @@ def test_resize_depth_shrinks_by_block_means():
     assert resize_depth(depth, (16, 20)).shape == (2, 1, 16, 20)
 
 
-def test_ground_truth_depth_is_the_batch_depth_normalized_at_image_size():
-    estimator = GroundTruthDepth()
+def _defocus_reference(depth_mm: torch.Tensor, quantile: float = 0.5) -> torch.Tensor:
+    """``DEFOCUS_SCALE * (1 / z_f - 1 / z)`` (1/m) per image, ``z_f`` NumPy's lower quantile."""
+    out = torch.empty(depth_mm.shape, dtype=torch.float64)
+    for b in range(depth_mm.shape[0]):
+        values = depth_mm[b].double().numpy()
+        focus_m = np.quantile(values, quantile, method="lower") / 1000.0
+        out[b] = DEFOCUS_SCALE * (1.0 / focus_m - 1.0 / torch.from_numpy(values / 1000.0))
+    return out.float()
+
+
+def test_ground_truth_depth_minmax_is_the_batch_depth_normalized_at_image_size():
+    estimator = GroundTruthDepth("minmax")
     assert isinstance(estimator, DepthEstimator)
     depth_mm = 1000.0 + 4000.0 * torch.rand(2, 1, 8, 8, generator=_gen(1))
     image = torch.rand(2, 3, 4, 4)
@@ -156,8 +168,58 @@ def test_ground_truth_depth_is_the_batch_depth_normalized_at_image_size():
     assert torch.equal(out.amin((1, 2, 3)), torch.zeros(2))
     assert torch.equal(out.amax((1, 2, 3)), torch.ones(2))
     torch.testing.assert_close(estimator(image, depth=depth_mm[:, 0]), out)  # (B, H, W) too
+    torch.testing.assert_close(estimator(image, depth=2 * depth_mm), out)  # no scale
     with pytest.raises(InputError, match="depth=batch"):
         estimator(image)
+
+
+def test_ground_truth_depth_defocus_keeps_the_scale_and_carries_the_focus():
+    estimator = GroundTruthDepth()  # form="defocus", focus at the median depth
+    assert (estimator.form, estimator.focus_quantile) == ("defocus", 0.5)
+    depth_mm = 700.0 + 5000.0 * torch.rand(2, 1, 8, 10, generator=_gen(1))
+    image = torch.rand(2, 3, 8, 10)
+    out = estimator(image, depth=depth_mm)
+    torch.testing.assert_close(out, _defocus_reference(depth_mm))
+    # zero at the focal plane, positive behind it, negative in front of it
+    for b in range(2):
+        focus = depth_mm[b].flatten().sort().values[(80 - 1) // 2]
+        assert out[b][depth_mm[b] == focus].abs().max() < 1e-5
+        assert (out[b][depth_mm[b] > focus] > 0).all() and (out[b][depth_mm[b] < focus] < 0).all()
+    # the scale is kept: a scene twice as far gives half the defocus (minmax would not move)
+    torch.testing.assert_close(estimator(image, depth=2 * depth_mm), out / 2)
+    # at another size: the defocus of the full map (its focus), averaged over blocks
+    small = estimator(torch.rand(2, 3, 4, 5), depth=depth_mm)
+    torch.testing.assert_close(small, out.view(2, 1, 4, 2, 5, 2).mean((3, 5)))
+    metric = GroundTruthDepth("metric")(image, depth=depth_mm)
+    torch.testing.assert_close(metric, depth_mm / 1000.0)
+    other = GroundTruthDepth(focus_quantile=0.0, defocus_scale=1.0)(image, depth=depth_mm)
+    torch.testing.assert_close(other, _defocus_reference(depth_mm, 0.0) / DEFOCUS_SCALE)
+    assert (other >= 0).all()  # focused on the nearest pixel: everything behind it
+    for bad in ({"form": "relative"}, {"focus_quantile": -0.1}, {"defocus_scale": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GroundTruthDepth(**bad)
+    with pytest.raises(InputError, match="positive"):
+        estimator(image, depth=depth_mm - 3000.0)
+
+
+def test_camera_kernels_are_a_function_of_the_ground_truth_depth_input():
+    """What degradation=gaussian_sv blurs with is a function of what DKENet is given: the
+    sigma of every pixel is ``clip(A / DEFOCUS_SCALE * |input|, 0, cap)``, one unknown ``A``
+    per image."""
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(800.0, 5000.0, (16, 20)).astype(np.float32)
+    scene = SceneInput(rng.random((16, 20, 3)).astype(np.float32), depth)
+    blur = GaussianFieldBlur(kernel_size=K, model="camera")
+    degraded = blur(scene, np.random.default_rng(1))
+    given = GroundTruthDepth()(torch.rand(1, 3, 16, 20), depth=torch.from_numpy(depth)[None, None])
+    aperture = degraded.meta["aperture"]
+    expected = (aperture / DEFOCUS_SCALE * given[0, 0].abs()).clamp(max=blur.cap)
+    torch.testing.assert_close(torch.from_numpy(degraded.maps["blur"]), expected)
+    # the same after a horizontal flip (augmentation): the focus is a depth quantile
+    flipped = GroundTruthDepth()(
+        torch.rand(1, 3, 16, 20), depth=torch.from_numpy(depth[:, ::-1].copy())[None, None]
+    )
+    torch.testing.assert_close(flipped, given.flip(-1))
 
 
 @pytest.mark.parametrize("size", [(20, 27), (5, 3)])
@@ -345,7 +407,7 @@ def test_svkr_with_real_parts_keeps_kernels_normalized_and_uses_ground_truth_dep
     lr = torch.rand(2, 3, 6, 5, generator=_gen(1))
     depth_mm = 500.0 + 3000.0 * torch.rand(2, 1, 12, 10, generator=_gen(2))
     out = svkr(lr, depth=depth_mm)
-    torch.testing.assert_close(out["depth"], normalize_depth(depth_mm))
+    torch.testing.assert_close(out["depth"], _defocus_reference(depth_mm))
     torch.testing.assert_close(out["kernels"].sum(1), torch.ones(2, 12, 10))
     assert (out["kernels"] >= 0).all()
     out["sr"].mean().backward()
@@ -390,9 +452,13 @@ def test_svkr_checks_its_arguments():
 # ------------------------------------------------------------------- kernel PCA basis
 
 
-@pytest.mark.parametrize("depth_guided", [True, False])
-def test_fit_kernel_pca_basis_identities(depth_guided):
-    blur = GaussianFieldBlur(kernel_size=7, sigma_range=(0.5, 3.0), aspect_range=(0.3, 1.0))
+@pytest.mark.parametrize(
+    ("model", "depth_guided"), [("linear", True), ("linear", False), ("camera", True)]
+)
+def test_fit_kernel_pca_basis_identities(model, depth_guided):
+    blur = GaussianFieldBlur(
+        kernel_size=7, sigma_range=(0.5, 3.0), aspect_range=(0.3, 1.0), model=model
+    )
     pca = fit_kernel_pca(blur, 300, 8, seed=3, depth_guided=depth_guided)
     assert (pca.kernel_size, pca.num_components) == (7, 8)
     eye = torch.eye(8, dtype=torch.float64)
@@ -405,8 +471,14 @@ def test_fit_kernel_pca_basis_identities(depth_guided):
     assert torch.equal(again.components, pca.components)  # the seed fixes the draw
 
 
-def test_fit_kernel_pca_isotropic_kernels_have_a_symmetric_mean():
-    blur = GaussianFieldBlur(kernel_size=7, sigma_range=(0.5, 3.0), aspect_range=(1.0, 1.0))
+@pytest.mark.parametrize(
+    "blur",
+    [
+        GaussianFieldBlur(kernel_size=7, sigma_range=(0.5, 3.0), aspect_range=(1.0, 1.0)),
+        GaussianFieldBlur(kernel_size=7, model="camera"),  # isotropic by default
+    ],
+)
+def test_fit_kernel_pca_isotropic_kernels_have_a_symmetric_mean(blur):
     mean = fit_kernel_pca(blur, 100, 4).mean.view(7, 7)
     torch.testing.assert_close(mean, mean.T)
     torch.testing.assert_close(mean, mean.flip(0))

@@ -11,13 +11,18 @@ from .defocus import (
     solve_f_number,
 )
 from .fields import (
+    DEFAULT_FOCUS_QUANTILE,
+    MM_PER_M,
     apply_kernel,
     apply_kernel_field,
     depth_gaussian_field,
+    depth_sigma,
     field_from_kernel,
+    focus_at_quantile,
     gaussian_field,
     iter_patch_rows,
     motion_field,
+    signed_defocus,
 )
 from .kernels import (
     gaussian_kernel,
@@ -56,6 +61,8 @@ from .resize import imresize
 from .second_order import SecondOrderDegradation, degrade_second_order
 
 __all__ = [
+    "DEFAULT_FOCUS_QUANTILE",
+    "MM_PER_M",
     "SAMPLE_KEYS",
     "SYNDOF_MAX_COC",
     "Bicubic",
@@ -80,8 +87,10 @@ __all__ = [
     "defocus_sigma",
     "degrade_second_order",
     "depth_gaussian_field",
+    "depth_sigma",
     "field_from_kernel",
     "fill_invalid_depth",
+    "focus_at_quantile",
     "gaussian_field",
     "gaussian_kernel",
     "generalized_gaussian_kernel",
@@ -98,6 +107,7 @@ __all__ = [
     "random_poisson_noise",
     "render_defocus",
     "render_uniform_blur",
+    "signed_defocus",
     "sinc_kernel",
     "solve_f_number",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -27,16 +27,32 @@ import torch.nn.functional as F
 from .kernels import gaussian_kernel, linear_motion_kernel, motion_kernel
 
 __all__ = [
+    "DEFAULT_FOCUS_QUANTILE",
+    "MM_PER_M",
     "apply_kernel",
     "apply_kernel_field",
     "depth_gaussian_field",
+    "depth_sigma",
     "field_from_kernel",
+    "focus_at_quantile",
     "gaussian_field",
     "iter_patch_rows",
     "motion_field",
+    "signed_defocus",
 ]
 
 Padding = Literal["reflect", "zeros", "replicate"]
+DepthModel = Literal["linear", "thin_lens", "camera"]
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor, float)
+
+#: Millimetres per metre: depth maps are in mm, defocus in 1/m (dioptres).
+MM_PER_M = 1000.0
+
+#: Where the camera model focuses unless told otherwise: this quantile of the scene's depth
+#: (:func:`focus_at_quantile`; the median). The degradation
+#: (:class:`~svblur.degradation.GaussianFieldBlur`) and the depth input that passes the
+#: focus on to a network (:class:`~svblur.models.GroundTruthDepth`) must use the same one.
+DEFAULT_FOCUS_QUANTILE = 0.5
 
 #: Default bound on the bytes of one row chunk's patches (see :func:`iter_patch_rows`).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
@@ -411,14 +427,92 @@ def gaussian_field(
     return _blend(kernels, weights)
 
 
-def _depth_sigma(
+def signed_defocus(depth: ArrayT, focus_depth: ArrayT | float) -> ArrayT:
+    """Signed defocus ``1 / z_f - 1 / z`` in 1/m (dioptres) of depth ``z`` and focus ``z_f``
+    given in mm.
+
+    Positive behind the focal plane, negative in front of it, 0 on it; it keeps the scale
+    of the scene (doubling every depth halves it). A thin lens focused at ``z_f`` images a
+    point at depth ``z`` with a circle of confusion of diameter ``D f / (z_f - f) * |z -
+    z_f| / z``, proportional to ``|1 / z_f - 1 / z|`` for a fixed camera (aperture
+    diameter ``D``, focal length ``f``).
+
+    Args:
+        depth: Depth in mm, positive (NumPy array, tensor or float).
+        focus_depth: Focus distance in mm, positive; a tensor broadcast against ``depth``
+            (e.g. ``(B, 1, 1, 1)`` for a batch of maps).
+
+    Returns:
+        Same type and shape as ``depth``.
+    """
+    return MM_PER_M / focus_depth - MM_PER_M / depth
+
+
+def _focus_rank(count: int, quantile: float) -> int:
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"focus quantile: expected a value in [0, 1], got {quantile!r}")
+    return int(math.floor(quantile * (count - 1)))
+
+
+def focus_at_quantile(
+    depth: np.ndarray | torch.Tensor, quantile: float = DEFAULT_FOCUS_QUANTILE
+) -> float | torch.Tensor:
+    """The focus distance of the camera model: the depth at ``quantile`` of the scene.
+
+    The ``floor(quantile * (n - 1))``-th smallest of the ``n`` depths (NumPy's
+    ``method="lower"``): always the depth of an actual pixel, so the focal plane is sharp,
+    and the same value whether it is computed in float32 or float64, from a NumPy array or
+    a tensor, or after a flip. The degradation and the network input compute it from the
+    same depth map, which is how the focus is passed on (see
+    :class:`~svblur.models.GroundTruthDepth`).
+
+    Args:
+        depth: A depth map: NumPy (any shape, all of it), or a tensor ``(B, ...)`` (one
+            focus per leading index).
+        quantile: In ``[0, 1]``: 0 the nearest depth, 0.5 the median, 1 the farthest.
+
+    Returns:
+        A float for a NumPy array, ``(B,)`` for a tensor.
+    """
+    if isinstance(depth, torch.Tensor):
+        flat = depth.reshape(depth.shape[0], -1)
+        rank = _focus_rank(flat.shape[1], quantile)
+        return torch.kthvalue(flat, rank + 1, dim=1).values
+    flat = np.asarray(depth).reshape(-1)
+    rank = _focus_rank(flat.size, quantile)
+    return float(np.partition(flat, rank)[rank])
+
+
+def depth_sigma(
     depth: np.ndarray,
     focus_depth: float,
     sigma_max: float,
-    sigma_min: float,
-    model: str,
+    *,
+    sigma_min: float = 0.0,
+    model: DepthModel = "linear",
+    aperture: float | None = None,
 ) -> np.ndarray:
-    """Per-pixel blur ``sigma_min + (sigma_max - sigma_min) * s / max(s)`` (float64)."""
+    """Blur width per pixel of :func:`depth_gaussian_field` (float64, see there).
+
+    Args:
+        depth: Depth ``(H, W)``.
+        focus_depth: Depth of the focal plane.
+        sigma_max: Largest sigma (``"linear"``, ``"thin_lens"``) or the cap (``"camera"``).
+        sigma_min: Sigma at the focal plane.
+        model: ``"linear"``, ``"thin_lens"`` or ``"camera"``.
+        aperture: ``A`` of ``"camera"``, px * m.
+
+    Returns:
+        ``(H, W)`` sigma in pixels.
+    """
+    depth = np.asarray(depth, np.float64)
+    if model == "camera":
+        if aperture is None or not aperture >= 0:
+            raise ValueError(f"aperture: model='camera' needs a value >= 0, got {aperture!r}")
+        if (depth <= 0).any() or not focus_depth > 0:
+            raise ValueError("depth, focus_depth: model='camera' needs positive depths in mm")
+        defocus = np.abs(signed_defocus(depth, float(focus_depth)))
+        return np.clip(float(aperture) * defocus, sigma_min, sigma_max)
     distance = np.abs(depth - focus_depth)
     if model == "linear":
         defocus = distance
@@ -428,7 +522,7 @@ def _depth_sigma(
         # c(z) = m (z_v / z_f) A |z - z_f| / z: for a fixed camera, proportional to this
         defocus = distance / depth
     else:
-        raise ValueError(f"model: expected 'linear' or 'thin_lens', got {model!r}")
+        raise ValueError(f"model: expected 'linear', 'thin_lens' or 'camera', got {model!r}")
     peak = defocus.max()
     ratio = defocus / peak if peak > 0 else np.zeros_like(defocus)
     return sigma_min + (sigma_max - sigma_min) * ratio
@@ -452,36 +546,42 @@ def depth_gaussian_field(
     sigma_max: float,
     *,
     sigma_min: float = 0.0,
-    model: Literal["linear", "thin_lens"] = "linear",
+    model: DepthModel = "linear",
+    aperture: float | None = None,
     aspect: float | tuple[float, float] = 1.0,
     theta: float | tuple[float, float] = 0.0,
     rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Depth-guided Gaussian blur: wider kernels farther from the focal plane (SSR).
 
-    The blur width of a pixel at depth ``z`` is
-    ``sigma = sigma_min + (sigma_max - sigma_min) * s(z) / max_pixels s``, so the pixel
-    farthest from focus gets ``sigma_max`` and the focal plane ``sigma_min``:
+    The blur width ``sigma`` of a pixel at depth ``z`` (:func:`depth_sigma`):
 
-    - ``model="linear"``: ``s = |z - focus_depth|``, the distance from the focal plane
-      normalized by its largest value in the scene (any depth units, e.g. relative
-      MiDaS-like depth);
-    - ``model="thin_lens"``: ``s = |z - focus_depth| / z``, proportional to the thin-lens
-      circle of confusion for a fixed camera (see
+    - ``model="camera"``: a thin lens, ``sigma = clip(aperture * |1 / z_f - 1 / z|,
+      sigma_min, sigma_max)`` with ``z`` and ``z_f = focus_depth`` in mm and the defocus
+      in 1/m (:func:`signed_defocus`), so ``aperture`` is the blur in pixels per dioptre
+      of defocus and ``sigma_max`` caps it (the kernel's support); sigma depends on the
+      depths themselves, not on the scene's range;
+    - ``model="linear"``: ``sigma = sigma_min + (sigma_max - sigma_min) * s / max s``,
+      ``s = |z - focus_depth|``: the distance from the focal plane normalized by its
+      largest value in the scene (any depth units, e.g. relative MiDaS-like depth), so
+      the pixel farthest from focus gets ``sigma_max``;
+    - ``model="thin_lens"``: as ``"linear"`` with ``s = |z - focus_depth| / z``,
+      proportional to the thin-lens circle of confusion for a fixed camera (see
       :func:`svblur.degradation.defocus_sigma` for SYNDOF's full camera model); needs
       metric, positive depth.
 
     Each pixel's kernel is a Gaussian with ``sigma_x = sigma``, ``sigma_y = aspect *
     sigma`` and rotation ``theta`` (one ``aspect`` and ``theta`` for the whole image;
-    a ``(min, max)`` pair is drawn uniformly with ``rng``).
+    a ``(min, max)`` pair is drawn uniformly with ``rng``, ``aspect`` first).
 
     Args:
-        depth: Depth ``(H, W)``, NumPy or torch.
+        depth: Depth ``(H, W)``, NumPy or torch (mm for ``"camera"``).
         size: Odd kernel side ``k`` (SSR: 21).
         focus_depth: Depth of the focal plane (same units as ``depth``).
         sigma_max: Largest standard deviation in pixels, ``>= sigma_min``.
         sigma_min: Standard deviation at the focal plane (``0``: sharp).
-        model: ``"linear"`` or ``"thin_lens"`` (see above).
+        model: ``"camera"``, ``"linear"`` or ``"thin_lens"`` (see above).
+        aperture: The camera's ``A`` in px * m (``"camera"`` only).
         aspect: ``sigma_y / sigma_x`` in ``(0, 1]``, or a ``(min, max)`` range.
         theta: Rotation in radians (as in ``gaussian_kernel``), or a ``(min, max)`` range.
         rng: Needed only when ``aspect`` or ``theta`` is a range.
@@ -501,7 +601,14 @@ def depth_gaussian_field(
     angle = _draw(theta, rng, "theta")
     if not 0 < ratio <= 1:
         raise ValueError(f"aspect: expected values in (0, 1], got {aspect!r}")
-    sigma = _depth_sigma(depth, float(focus_depth), float(sigma_max), float(sigma_min), model)
+    sigma = depth_sigma(
+        depth,
+        float(focus_depth),
+        float(sigma_max),
+        sigma_min=float(sigma_min),
+        model=model,
+        aperture=aperture,
+    )
     height, width = depth.shape
     flat_sigma = torch.from_numpy(sigma.reshape(-1)).float()
     field = torch.empty(k * k, height * width)

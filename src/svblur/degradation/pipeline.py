@@ -34,7 +34,16 @@ import torch
 from svblur.errors import InputError
 
 from .defocus import decompose_layers, render_defocus, render_uniform_blur
-from .fields import apply_kernel_field, depth_gaussian_field, gaussian_field, motion_field
+from .fields import (
+    DEFAULT_FOCUS_QUANTILE,
+    apply_kernel_field,
+    depth_gaussian_field,
+    depth_sigma,
+    field_from_kernel,
+    focus_at_quantile,
+    gaussian_field,
+    motion_field,
+)
 from .kernels import gaussian_kernel, motion_kernel
 from .resize import imresize
 
@@ -337,63 +346,164 @@ class GaussianFieldBlur:
     """Spatially variant Gaussian kernels, one per HR pixel (SSR's degradation, MANet's
     kernels).
 
-    With depth (``depth_guided``), the kernel width grows with the distance from a focal
-    plane at the depth of a random pixel (:func:`~svblur.degradation.depth_gaussian_field`,
-    ``model="linear"``); without depth, a few random Gaussians are blended with smooth
-    weights (:func:`~svblur.degradation.gaussian_field`). A space-invariant draw uses one
-    kernel for the whole image. Maps: ``kernels``, and ``blur`` (sigma) when the kernels
-    are isotropic.
+    With depth (``depth_guided`` and a scene with depth), the kernel width follows the
+    depth (:func:`~svblur.degradation.depth_gaussian_field`):
+
+    - ``model="camera"`` (``degradation=gaussian_sv``): a thin lens, ``sigma =
+      clip(A * |1 / z_f - 1 / z|, 0, cap)`` HR pixels with depth ``z`` and focus
+      ``z_f`` in mm and the defocus in 1/m (:func:`~svblur.degradation.signed_defocus`).
+      ``A`` (px * m, the blur per dioptre) is drawn per image from ``aperture_range``; the
+      camera focuses at the depth quantile ``focus_quantile`` of the scene
+      (:func:`~svblur.degradation.focus_at_quantile`, so that a network given the depth
+      map can recompute the focus: :class:`~svblur.models.GroundTruthDepth`), or, with
+      ``None``, at the depth of a random pixel. Isotropic unless ``aspect_range`` says
+      otherwise (defocus is; anisotropy is no function of depth). A space-invariant draw
+      uses the sigma of a random pixel for the whole image. See
+      ``docs/ssr_stage1_identifiability.md`` for why the kernels must follow quantities
+      the network sees;
+    - ``model="linear"`` (the first design, kept for comparison): the largest sigma of the
+      image, ``sigma_max``, is drawn from ``sigma_range`` and given to the pixel farthest
+      (in depth) from a focal plane at the depth of a random pixel, sigma falling
+      linearly to 0 at the focal plane; ``aspect`` and ``theta`` are drawn per image. A
+      space-invariant draw uses one kernel of width ``sigma_max`` for the image.
+
+    Without depth, either model blends a few random Gaussians with smooth weights
+    (:func:`~svblur.degradation.gaussian_field`; sigmas from ``sigma_range``), or uses one
+    for a space-invariant draw. Maps: ``kernels``, and ``blur`` (sigma) when the kernels
+    are isotropic Gaussians of a known sigma (not blends).
 
     Args:
         kernel_size: Odd kernel side ``k`` (SSR: 21).
-        sigma_range: Range of the largest sigma in HR pixels.
-        aspect_range: Range of ``sigma_y / sigma_x`` (``(1, 1)``: isotropic).
+        sigma_range: ``"linear"``: range of the largest sigma in HR pixels; without depth:
+            the range the blended Gaussians are drawn from.
+        aspect_range: Range of ``sigma_y / sigma_x`` (``(1, 1)``: isotropic); ``None``:
+            ``(1, 1)`` for ``"camera"``, ``(0.3, 1)`` for ``"linear"``.
         depth_guided: Use depth when the scene has it.
         num_kernels: Kernels blended when there is no depth.
+        model: ``"camera"`` or ``"linear"`` (see above).
+        aperture_range: ``"camera"``: range of ``A`` in px * m.
+        sigma_cap: ``"camera"``: the largest sigma in HR pixels; ``None``: ``(kernel_size -
+            1) / 5`` (2.5 sigma within the support: 4 for 21x21 kernels).
+        focus_quantile: ``"camera"``: where it focuses, a depth quantile in ``[0, 1]``, or
+            ``None`` for a random pixel's depth.
     """
 
     kernel_size: int = 21
     sigma_range: tuple[float, float] = (0.5, 4.0)
-    aspect_range: tuple[float, float] = (0.3, 1.0)
+    aspect_range: tuple[float, float] | None = None
     depth_guided: bool = True
     num_kernels: int = 4
+    model: Literal["camera", "linear"] = "linear"
+    aperture_range: tuple[float, float] = (24.0, 36.0)
+    sigma_cap: float | None = None
+    focus_quantile: float | None = DEFAULT_FOCUS_QUANTILE
+
+    def __post_init__(self) -> None:
+        # configs give lists: stored as float pairs, so that equal settings compare equal
+        for name in ("sigma_range", "aspect_range", "aperture_range"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.model not in ("camera", "linear"):
+            raise ValueError(f"model: expected 'camera' or 'linear', got {self.model!r}")
+        low, high = self.aperture_range
+        if not 0 <= low <= high:
+            raise ValueError(
+                f"aperture_range: expected 0 <= min <= max (px * m), got {self.aperture_range!r}"
+            )
+        if self.sigma_cap is not None and not self.sigma_cap > 0:
+            raise ValueError(f"sigma_cap: expected a positive sigma, got {self.sigma_cap!r}")
+        if self.focus_quantile is not None and not 0 <= self.focus_quantile <= 1:
+            raise ValueError(
+                f"focus_quantile: expected a quantile in [0, 1] or None, got {self.focus_quantile!r}"
+            )
+
+    @property
+    def aspect_bounds(self) -> tuple[float, float]:
+        """``aspect_range``, or the model's default when it is ``None``."""
+        if self.aspect_range is None:
+            return (1.0, 1.0) if self.model == "camera" else (0.3, 1.0)
+        low, high = self.aspect_range
+        return low, high
+
+    @property
+    def cap(self) -> float:
+        """The camera's largest sigma: ``sigma_cap``, or ``(kernel_size - 1) / 5``."""
+        if self.sigma_cap is None:
+            return (int(self.kernel_size) - 1) / 5.0
+        return float(self.sigma_cap)
 
     @property
     def isotropic(self) -> bool:
-        return tuple(self.aspect_range) == (1.0, 1.0)
+        return self.aspect_bounds == (1.0, 1.0)
 
     def __call__(
         self, scene: SceneInput, rng: np.random.Generator, *, invariant: bool = False, **_: Any
     ) -> Degraded:
+        guided = self.depth_guided and scene.depth is not None
+        if self.model == "camera" and guided:
+            return self._camera(scene, rng, invariant)
+        return self._linear(scene, rng, invariant, guided)
+
+    def _camera(self, scene: SceneInput, rng: np.random.Generator, invariant: bool) -> Degraded:
+        depth = np.asarray(scene.depth, np.float64)
+        k = int(self.kernel_size)
+        aperture = _uniform(rng, self.aperture_range)
+        if self.focus_quantile is None:
+            focus = float(depth.flat[int(rng.integers(depth.size))])
+        else:
+            focus = float(focus_at_quantile(depth, float(self.focus_quantile)))
+        aspect = _uniform(rng, self.aspect_bounds)
+        theta = float(rng.uniform(0.0, math.pi))
+        cap = self.cap
+        meta: dict[str, Any] = {
+            "kind": "gaussian_field",
+            "model": "camera",
+            "aperture": aperture,
+            "focus_depth": focus,
+            "aspect": aspect,
+            "theta": theta,
+        }
+        sigma = depth_sigma(depth, focus, cap, model="camera", aperture=aperture)
+        if invariant:
+            pixel = int(rng.integers(depth.size))
+            sigma = np.full(depth.shape, sigma.flat[pixel])
+            kernel = gaussian_kernel(k, sigma.flat[0], aspect * sigma.flat[0], theta)
+            kernels = field_from_kernel(kernel, depth.shape).contiguous()
+            meta.update(space_variant=False, sigma=float(sigma.flat[0]))
+        else:
+            kernels = depth_gaussian_field(
+                depth, k, focus, cap, model="camera", aperture=aperture, aspect=aspect, theta=theta
+            )
+            meta.update(space_variant=True)
+        maps = {"kernels": kernels.numpy()}
+        if self.isotropic:
+            maps["blur"] = sigma.astype(np.float32)
+        return Degraded(_apply_field(scene.image, kernels), maps, meta)
+
+    def _linear(
+        self, scene: SceneInput, rng: np.random.Generator, invariant: bool, guided: bool
+    ) -> Degraded:
         shape = scene.image.shape[:2]
         k = int(self.kernel_size)
         sigma_max = _uniform(rng, self.sigma_range)
-        meta: dict[str, Any] = {"kind": "gaussian_field", "sigma_max": sigma_max}
+        meta: dict[str, Any] = {"kind": "gaussian_field", "model": "linear", "sigma_max": sigma_max}
         sigma_map = None
         if invariant:
-            aspect = _uniform(rng, self.aspect_range)
+            aspect = _uniform(rng, self.aspect_bounds)
             theta = float(rng.uniform(0.0, math.pi))
             kernel = gaussian_kernel(k, sigma_max, aspect * sigma_max, theta)
-            kernels = torch.from_numpy(kernel.astype(np.float32)).reshape(-1, 1, 1)
-            kernels = kernels.expand(k * k, *shape).contiguous()
+            kernels = field_from_kernel(kernel.astype(np.float32), shape).contiguous()
             sigma_map = np.full(shape, sigma_max, np.float32)
             meta.update(space_variant=False, aspect=aspect, theta=theta)
-        elif self.depth_guided and scene.depth is not None:
+        elif guided:
             depth = np.asarray(scene.depth, np.float64)
             focus = float(depth.flat[int(rng.integers(depth.size))])
-            kernels = depth_gaussian_field(
-                depth,
-                k,
-                focus,
-                sigma_max,
-                aspect=tuple(self.aspect_range),
-                theta=(0.0, math.pi),
-                rng=rng,
-            )
-            spread = np.abs(depth - focus)
-            peak = float(spread.max())
-            sigma_map = (sigma_max * spread / peak if peak > 0 else 0 * spread).astype(np.float32)
-            meta.update(space_variant=True, focus_depth=focus)
+            aspect = _uniform(rng, self.aspect_bounds)
+            theta = float(rng.uniform(0.0, math.pi))
+            kernels = depth_gaussian_field(depth, k, focus, sigma_max, aspect=aspect, theta=theta)
+            sigma_map = depth_sigma(depth, focus, sigma_max).astype(np.float32)
+            meta.update(space_variant=True, focus_depth=focus, aspect=aspect, theta=theta)
         else:
             kernels = gaussian_field(
                 k,

@@ -1,13 +1,17 @@
-"""Monocular depth estimators behind one interface, for SSR's kernel refinement (SVKR).
+"""Depth estimators behind one interface, for SSR's kernel estimation and refinement (SVKR).
 
-Every estimator is a :class:`DepthEstimator`: ``estimator(image) -> (B, 1, H, W)`` relative
-depth at the image's size, normalized per image to ``[0, 1]`` with 0 the nearest and 1 the
-farthest pixel (:func:`normalize_depth`). Only the order and the relative spacing of depths
-carry over between estimators, which is all a kernel estimator can rely on when it is
-trained on one source of depth and run on another.
+Every estimator is a :class:`DepthEstimator`: ``estimator(image) -> (B, 1, H, W)`` depth at
+the image's size. Estimators that infer depth from the image give relative depth,
+normalized per image to ``[0, 1]`` with 0 the nearest and 1 the farthest pixel
+(:func:`normalize_depth`): only the order and the relative spacing of depths carry over
+between them, which is all a kernel estimator can rely on when it is trained on one source
+of depth and run on another. The data set's own depth can also be given in forms that
+keep its scale (:data:`DEPTH_FORMS`).
 
 - :class:`GroundTruthDepth`: the data set's depth (``batch["depth"]``, in mm), passed at call
-  time as ``estimator(image, depth=...)``; the image only sets the output size.
+  time as ``estimator(image, depth=...)``; the image only sets the output size. By default
+  as the signed defocus about the camera model's focus (``form="defocus"``), what the
+  kernels of ``degradation=gaussian_sv`` are a function of.
 - :class:`SMPDepthNet`: a U-Net from segmentation-models-pytorch with a timm encoder,
   randomly initialized, to be trained on the data set's depth.
 - :class:`HFDepth`: a Hugging Face ``transformers`` depth model (DPT, Depth Anything; SSR
@@ -26,12 +30,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svblur.degradation import (
+    DEFAULT_FOCUS_QUANTILE,
+    MM_PER_M,
+    focus_at_quantile,
+    signed_defocus,
+)
 from svblur.errors import InputError
 from svblur.nn import reflect_pad_to_multiple
 
 from .unet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
+    "DEFOCUS_SCALE",
+    "DEPTH_FORMS",
     "DepthEstimator",
     "GroundTruthDepth",
     "HFDepth",
@@ -42,6 +54,29 @@ __all__ = [
 ]
 
 HF_EXTRA_HINT = "install the optional extra: pip install 'svblur[depth]' (adds transformers)"
+
+DepthForm = Literal["defocus", "metric", "minmax"]
+
+#: What :class:`GroundTruthDepth` multiplies the defocus (1/m) by, in px * m: about the
+#: middle aperture of ``degradation=gaussian_sv``'s camera (24-36), so that the input is
+#: about the blur in HR pixels and spans the range where the kernels change (|defocus| up
+#: to ~0.15 1/m before sigma reaches its cap) with values of order 1, which a network
+#: learns from far faster than from the raw 1/m. A fixed constant: the scale is kept.
+DEFOCUS_SCALE = 30.0
+
+#: The forms :class:`GroundTruthDepth` gives the data set's depth (mm) in.
+DEPTH_FORMS: dict[str, str] = {
+    "defocus": (
+        "signed defocus 1/z_f - 1/z in 1/m about the focus z_f at a depth quantile of the "
+        "image (svblur.degradation.signed_defocus, focus_at_quantile), times a fixed "
+        "defocus_scale (px * m): keeps the scale and passes the camera model's focus on"
+    ),
+    "metric": "depth in metres: keeps the scale, carries no focus",
+    "minmax": (
+        "normalized per image to [0, 1] (normalize_depth): relative depth, as image-based "
+        "estimators give it"
+    ),
+}
 
 
 def normalize_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -95,24 +130,27 @@ def _check_image(image: torch.Tensor, name: str) -> None:
 
 
 class DepthEstimator(nn.Module):
-    """Interface of SSR's depth estimators: image -> relative depth.
+    """Interface of SSR's depth estimators: image -> depth.
 
     Subclasses implement :meth:`forward`. The result is ``(B, 1, H, W)`` at the image's
-    size, normalized per image to ``[0, 1]`` (0 nearest, 1 farthest, see
-    :func:`normalize_depth`). ``depth`` is the data set's depth for estimators that read it
-    (:class:`GroundTruthDepth`); estimators that infer depth from the image ignore it, so a
-    caller such as :class:`~svblur.models.SVKR` can pass the batch's depth to any of them.
+    size: relative depth normalized per image to ``[0, 1]`` (0 nearest, 1 farthest, see
+    :func:`normalize_depth`) for estimators that infer it from the image, the form it is
+    built with for :class:`GroundTruthDepth`. ``depth`` is the data set's depth for
+    estimators that read it (:class:`GroundTruthDepth`); estimators that infer depth from
+    the image ignore it, so a caller such as :class:`~svblur.models.SVKR` can pass the
+    batch's depth to any of them.
     """
 
     def forward(self, image: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
-        """Estimate the relative depth of ``image``.
+        """Estimate the depth of ``image``.
 
         Args:
             image: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
-            depth: The data set's depth ``(B, 1, H', W')``, any size and units, or ``None``.
+            depth: The data set's depth ``(B, 1, H', W')`` in mm, any size, or ``None``.
 
         Returns:
-            ``(B, 1, H, W)`` relative depth in ``[0, 1]``.
+            ``(B, 1, H, W)`` depth (relative, in ``[0, 1]``, unless the estimator says
+            otherwise).
         """
         raise NotImplementedError
 
@@ -120,16 +158,68 @@ class DepthEstimator(nn.Module):
 class GroundTruthDepth(DepthEstimator):
     """The data set's depth as the estimate (an upper bound for SVKR, and for training).
 
-    ``forward(image, depth)`` resizes ``depth`` to the image's size (:func:`resize_depth`)
-    and normalizes it per image (:func:`normalize_depth`); the image sets only the size.
-    It has no parameters.
+    ``forward(image, depth)`` gives ``depth`` (mm) in ``form`` (:data:`DEPTH_FORMS`) at the
+    image's size (:func:`resize_depth`; the focus of ``"defocus"`` is taken from the map
+    before resizing, the ``"minmax"`` normalization after it); the image sets only the
+    size. It has no parameters.
+
+    - ``"defocus"`` (default): ``defocus_scale`` times the signed defocus ``1 / z_f - 1 /
+      z`` in 1/m (:func:`~svblur.degradation.signed_defocus`) about the focus ``z_f`` at
+      the depth quantile ``focus_quantile`` of each map
+      (:func:`~svblur.degradation.focus_at_quantile`), the focus rule of the camera model
+      of ``degradation=gaussian_sv`` (:class:`~svblur.degradation.GaussianFieldBlur`), so
+      its kernels are a function of this input (the two quantiles must agree); it keeps
+      the scale (doubling every depth halves it). Its focus is that of the map it is
+      given: give it the map the degradation saw (the same crop).
+    - ``"metric"``: depth in metres.
+    - ``"minmax"``: normalized per image to ``[0, 1]`` (:func:`normalize_depth`), the
+      relative depth image-based estimators give.
+
+    Args:
+        form: ``"defocus"``, ``"metric"`` or ``"minmax"``.
+        focus_quantile: The focus of ``"defocus"``, a depth quantile in ``[0, 1]``.
+        defocus_scale: What ``"defocus"`` multiplies the defocus by (px * m).
 
     Example:
         >>> import torch
-        >>> depth = torch.tensor([[[[1000.0, 3000.0], [2000.0, 5000.0]]]])
-        >>> GroundTruthDepth()(torch.rand(1, 3, 2, 2), depth=depth).flatten().tolist()
-        [0.0, 0.5, 0.25, 1.0]
+        >>> depth = torch.tensor([[[[1000.0, 4000.0], [2000.0, 5000.0]]]])
+        >>> GroundTruthDepth(defocus_scale=1.0)(torch.rand(1, 3, 2, 2), depth=depth).flatten().tolist()
+        [-0.5, 0.25, 0.0, 0.30000001192092896]
+        >>> GroundTruthDepth("minmax")(torch.rand(1, 3, 2, 2), depth=depth).flatten().tolist()
+        [0.0, 0.75, 0.25, 1.0]
     """
+
+    def __init__(
+        self,
+        form: DepthForm = "defocus",
+        focus_quantile: float = DEFAULT_FOCUS_QUANTILE,
+        defocus_scale: float = DEFOCUS_SCALE,
+    ) -> None:
+        super().__init__()
+        if form not in DEPTH_FORMS:
+            raise ValueError(f"form must be one of {sorted(DEPTH_FORMS)}, got {form!r}")
+        if not 0.0 <= focus_quantile <= 1.0:
+            raise ValueError(f"focus_quantile must be in [0, 1], got {focus_quantile!r}")
+        if not defocus_scale > 0:
+            raise ValueError(f"defocus_scale must be positive, got {defocus_scale!r}")
+        self.form = form
+        self.focus_quantile = float(focus_quantile)
+        self.defocus_scale = float(defocus_scale)
+
+    def extra_repr(self) -> str:
+        return (
+            f"form={self.form!r}, focus_quantile={self.focus_quantile}, "
+            f"defocus_scale={self.defocus_scale}"
+        )
+
+    def _scaled(self, depth: torch.Tensor) -> torch.Tensor:
+        """``"metric"`` or ``"defocus"`` of ``(B, 1, H, W)`` mm at the map's own size."""
+        if self.form == "metric":
+            return depth / MM_PER_M
+        if (depth <= 0).any():
+            raise InputError("GroundTruthDepth(form='defocus') needs positive depths in mm")
+        focus = focus_at_quantile(depth, self.focus_quantile).view(-1, 1, 1, 1)
+        return self.defocus_scale * signed_defocus(depth, focus)
 
     def forward(self, image: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
         _check_image(image, "GroundTruthDepth")
@@ -145,8 +235,10 @@ class GroundTruthDepth(DepthEstimator):
                 f"depth must be (B, 1, H, W) with the image's batch size {image.shape[0]}, "
                 f"got {tuple(depth.shape)}"
             )
-        depth = depth.to(image.dtype)
-        return normalize_depth(resize_depth(depth, (image.shape[-2], image.shape[-1])))
+        size = (image.shape[-2], image.shape[-1])
+        if self.form == "minmax":
+            return normalize_depth(resize_depth(depth.to(image.dtype), size))
+        return resize_depth(self._scaled(depth.float()), size).to(image.dtype)
 
 
 class SMPDepthNet(DepthEstimator):

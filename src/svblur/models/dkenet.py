@@ -13,9 +13,13 @@ Choices where the paper is silent (all constructor arguments): channel counts, t
 down/up-sampling (MANet's 2x2 stride-2 conv and 2x2 stride-2 transposed conv), the skip
 connections (as MANet: the upsampled features are added to the first DABlock's, and the
 head features to the last DABlock's), the residual inside a DABlock (around the MAConvs,
-as MANet's MABlock), and the depth input: resized to the LR grid and normalized per image
-to ``[0, 1]`` (relative depth), so that metric depth, MiDaS-like output and estimates at any
-size are interchangeable.
+as MANet's MABlock), and the depth input: resized to the LR grid and, with ``normalize``
+(the constructor's default), normalized per image to ``[0, 1]`` (relative depth), so that
+metric depth, MiDaS-like output and estimates at any size are interchangeable. The SSR
+configs turn it off and feed the depth in a form that keeps its scale and carries the
+focus (:class:`~svblur.models.GroundTruthDepth`'s ``form="defocus"``): a per-image
+normalization hides the quantities the kernels depend on (see
+``docs/ssr_stage1_identifiability.md``).
 """
 
 from __future__ import annotations

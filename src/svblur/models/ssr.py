@@ -37,14 +37,15 @@ def fit_kernel_pca(
     """Fit a :class:`~svblur.degradation.KernelPCA` basis to the kernels ``blur`` draws.
 
     Each kernel is drawn the way :class:`~svblur.degradation.GaussianFieldBlur` draws a
-    pixel's kernel: ``sigma_max`` uniform in ``sigma_range`` and ``theta`` uniform in
-    ``[0, pi)``; then
+    pixel's kernel, with ``theta`` uniform in ``[0, pi)`` and ``sigma_y = aspect *
+    sigma_x``, ``aspect`` uniform in ``blur.aspect_bounds`` (``1`` for isotropic blur):
 
-    - depth-guided (scenes with depth): ``sigma_x = sigma_max * u`` with ``u`` uniform in
-      ``[0, 1]`` (the pixel's distance from the focal plane relative to the scene's
-      largest; its true distribution depends on the depth maps, uniform is the stand-in)
-      and ``sigma_y = aspect * sigma_x``, ``aspect`` uniform in ``aspect_range``; this also
-      covers space-invariant draws (``u = 1``);
+    - depth-guided, ``model="camera"``: ``sigma_x = blur.cap * u`` with ``u`` uniform in
+      ``[0, 1]`` (the camera's ``clip(A |1/z_f - 1/z|, 0, cap)`` over a scene; its
+      true distribution depends on the depth maps, uniform is the stand-in);
+    - depth-guided, ``model="linear"``: ``sigma_max`` uniform in ``sigma_range`` and
+      ``sigma_x = sigma_max * u`` (the pixel's distance from the focal plane relative to
+      the scene's largest); this also covers space-invariant draws (``u = 1``);
     - without depth: as :func:`~svblur.degradation.gaussian_field` draws its Gaussians,
       ``sigma_x`` uniform in ``[sigma_range[0], sigma_max]``, ``sigma_y = sigma_x`` when the
       blur is isotropic, else uniform in ``[sigma_range[0], sigma_x]``. The smooth blends
@@ -52,27 +53,33 @@ def fit_kernel_pca(
       to the span the basis captures.
 
     Args:
-        blur: The degradation (its ``kernel_size``, ``sigma_range``, ``aspect_range``).
+        blur: The degradation (its ``kernel_size``, ``model``, ``sigma_range``, ``cap``,
+            ``aspect_bounds``).
         num_kernels: Kernels drawn.
         num_components: Basis size ``n`` (MANet: 15).
         seed: Seed of the generator the kernels are drawn from.
-        depth_guided: Which of the two draws above; ``None``: ``blur.depth_guided``.
+        depth_guided: Which of the draws above; ``None``: ``blur.depth_guided``.
 
     Returns:
         The fitted basis (``k*k`` taps, ``n`` components).
     """
     size = int(blur.kernel_size)
     low, high = (float(v) for v in blur.sigma_range)
-    aspect_low, aspect_high = (float(v) for v in blur.aspect_range)
+    aspect_low, aspect_high = blur.aspect_bounds
     guided = blur.depth_guided if depth_guided is None else depth_guided
+    camera = guided and blur.model == "camera"
 
     def draw(rng: np.random.Generator) -> np.ndarray:
-        sigma_max = float(rng.uniform(low, high)) if high > low else low
-        if guided:
+        if camera:
+            sigma_x = blur.cap * float(rng.uniform())
+            sigma_y = float(rng.uniform(aspect_low, aspect_high)) * sigma_x
+        elif guided:
+            sigma_max = float(rng.uniform(low, high)) if high > low else low
             sigma_x = sigma_max * float(rng.uniform())
             aspect = float(rng.uniform(aspect_low, aspect_high))
             sigma_y = aspect * sigma_x
         else:
+            sigma_max = float(rng.uniform(low, high)) if high > low else low
             sigma_x = float(rng.uniform(low, sigma_max))
             sigma_y = sigma_x if blur.isotropic else low + (sigma_x - low) * float(rng.uniform())
         theta = float(rng.uniform(0.0, math.pi))
@@ -83,7 +90,8 @@ def fit_kernel_pca(
 
 class ConstantDepth(DepthEstimator):
     """No depth: every pixel at the same depth (all zeros, what :func:`normalize_depth
-    <svblur.models.depth.normalize_depth>` makes of a constant map).
+    <svblur.models.depth.normalize_depth>` makes of a constant map, and the defocus of a
+    scene all at the focal plane).
 
     The "without depth" variant of SSR's kernel estimation (the paper's Table 2 idea): a
     DKENet trained or run with it sees no depth information. It has no parameters.
@@ -134,8 +142,8 @@ class SVKR(nn.Module):
     Args:
         kernel_estimator: ``KE(lr (B, 3, h, w), depth (B, 1, H, W)) -> (B, k*k, H, W)``
             normalized kernels, e.g. :class:`~svblur.models.DKENet`.
-        depth_estimator: ``DE(image, depth=None) -> (B, 1, H, W)`` relative depth,
-            a :class:`~svblur.models.DepthEstimator`.
+        depth_estimator: ``DE(image, depth=None) -> (B, 1, H, W)`` depth in the form the
+            kernel estimator was trained on, a :class:`~svblur.models.DepthEstimator`.
         sr_net: ``NBSR(lr, kernels=...) -> (B, 3, H, W)``, e.g. an
             :class:`~svblur.models.RRDBSFT` with ``kernel_channels`` set.
         iterations: ``T`` (SSR: 3), at least 1.

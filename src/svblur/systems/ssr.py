@@ -103,8 +103,10 @@ class KernelEstimationTask(TrainingSystem):
 
     For each batch the depth estimator sees the HR image (``depth_from="hr"``; the SR
     images SVKR feeds it approach it) or the bicubically upscaled LR image (``"lr"``, SVKR's
-    ``I[0]``), and the data's depth (read only by :class:`~svblur.models.GroundTruthDepth`);
-    DKENet gets the LR image and that depth. Kernel loss: :func:`svblur.metrics.kernel_l1`
+    ``I[0]``), and the data's depth (read only by :class:`~svblur.models.GroundTruthDepth`,
+    by default as the signed defocus about the camera model's focus, which the kernels of
+    ``degradation=gaussian_sv`` are a function of); DKENet gets the LR image and that
+    depth. Kernel loss: :func:`svblur.metrics.kernel_l1`
     on the LR grid (the estimate and the ground truth averaged over each ``scale x scale``
     block; DKENet's field is constant there by construction). A depth estimator with
     trainable parameters also gets ``depth_weight`` times the L1 distance between its
@@ -114,7 +116,9 @@ class KernelEstimationTask(TrainingSystem):
 
     The depth estimator is built here from plain values (kept in the checkpoint's
     hyper-parameters, so that :func:`load_svkr` rebuilds it): ``depth_estimator`` is the
-    class (a :class:`~svblur.models.DepthEstimator`), ``depth_kwargs`` its arguments.
+    class (a :class:`~svblur.models.DepthEstimator`), ``depth_kwargs`` its arguments (for
+    a ``GroundTruthDepth`` completed with its ``form``, ``focus_quantile`` and
+    ``defocus_scale``).
 
     Logged: ``{stage}/loss``, ``{stage}/loss/kernels``, ``{stage}/loss/depth`` (trainable
     depth only), ``val|test/kernels/l1`` and, when the data has depth and the estimator
@@ -160,6 +164,14 @@ class KernelEstimationTask(TrainingSystem):
             raise InputError(
                 f"depth_estimator {depth_estimator!r} is not a svblur.models.DepthEstimator"
             )
+        if isinstance(estimator, GroundTruthDepth):
+            # the checkpoint records the form, so that load_svkr rebuilds this very input
+            self.hparams.depth_kwargs = {
+                **(depth_kwargs or {}),
+                "form": estimator.form,
+                "focus_quantile": estimator.focus_quantile,
+                "defocus_scale": estimator.defocus_scale,
+            }
         self.depth_estimator = estimator
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -202,7 +214,7 @@ class KernelEstimationTask(TrainingSystem):
         return {"kernels": self.net(batch["lr"], depth.detach()), "depth": depth}
 
     def _depth_target(self, batch: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-        return GroundTruthDepth()(like, depth=batch["depth"])
+        return GroundTruthDepth("minmax")(like, depth=batch["depth"])
 
     def _step(
         self, batch: Mapping[str, torch.Tensor], stage: str
@@ -277,8 +289,9 @@ class KernelCodeSRTask(NonBlindSRTask):
 
     Args:
         net: An :class:`~svblur.models.RRDBSFT` with ``kernel_channels`` set.
-        kernel_distribution: ``GaussianFieldBlur`` arguments (``kernel_size``,
-            ``sigma_range``, ``aspect_range``, ``depth_guided``) the basis is fitted to.
+        kernel_distribution: ``GaussianFieldBlur`` arguments (``kernel_size``, ``model``,
+            ``sigma_range``, ``sigma_cap``, ``aspect_range``, ``depth_guided``) the basis
+            is fitted to.
         pca_path: A basis saved by :meth:`KernelPCA.save
             <svblur.degradation.KernelPCA.save>`, used instead of fitting.
         pca_kernels: Kernels drawn for the fit.
@@ -359,12 +372,18 @@ def _stage_checkpoint(path: str | Path, system: str, stage: int) -> tuple[Mappin
 
 
 def _depth_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """How the stage-1 depth estimator is built, from the checkpoint's hyper-parameters."""
+    """How the stage-1 depth estimator is built, from the checkpoint's hyper-parameters.
+
+    :class:`KernelEstimationTask` records the form of a
+    :class:`~svblur.models.GroundTruthDepth`; one recorded without it was trained before
+    the form existed, on per-image normalized depth (``form="minmax"``).
+    """
     hparams = checkpoint.get("hyper_parameters") or {}
-    return {
-        "_target_": hparams.get("depth_estimator", "svblur.models.GroundTruthDepth"),
-        **(hparams.get("depth_kwargs") or {}),
-    }
+    target = str(hparams.get("depth_estimator", "svblur.models.GroundTruthDepth"))
+    kwargs = dict(hparams.get("depth_kwargs") or {})
+    if target.rsplit(".", 1)[-1] == GroundTruthDepth.__name__ and "form" not in kwargs:
+        kwargs["form"] = "minmax"
+    return {"_target_": target, **kwargs}
 
 
 def load_svkr(
