@@ -1,6 +1,6 @@
 """LightningModules (training systems), their losses, schedules and callbacks."""
 
-from .callbacks import EarlyStopping, LastCheckpoint
+from .callbacks import BatchNormRecalibration, EarlyStopping, LastCheckpoint
 from .diffusion import DiffusionSRTask
 from .fusion import CrossBranchFusion, cross_branch_fusion
 from .gan_losses import GANLoss, PerceptualLoss
@@ -12,6 +12,7 @@ from .sr import BlindSRTask, KernelBlindSRTask, NonBlindSRTask
 from .ssr import KernelCodeSRTask, KernelEstimationTask, SVKRTask, assemble_svkr, load_svkr
 
 __all__ = [
+    "BatchNormRecalibration",
     "BlindSRTask",
     "BlurSemanticsLoss",
     "BlurSemanticsTask",

@@ -37,6 +37,8 @@ class TrainingSystem(L.LightningModule):
     """
 
     skipped_steps: int = 0
+    #: Whether the loaded checkpoint's BatchNorm statistics were recomputed for its weights.
+    bn_recalibrated: bool = False
     #: How ``self.net`` is built (``{"_target_": ..., **kwargs}``, plain values), recorded
     #: in checkpoints so that :func:`svblur.models.load_network` can rebuild it; set by
     #: whoever builds the system from a config (``svblur-train`` does).
@@ -45,6 +47,16 @@ class TrainingSystem(L.LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters handed to the optimizer."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def calibration_forward(self, batch: dict[str, torch.Tensor]) -> None:
+        """Run a training batch through the networks as training does, for
+        :class:`~svblur.systems.BatchNormRecalibration` (called in train mode, without
+        gradients). The default is :meth:`predict_maps`, or ``self(batch["lr"])``."""
+        predict = getattr(self, "predict_maps", None)
+        if predict is not None:
+            predict(batch)
+        else:
+            self(batch["lr"])
 
     def setup(self, stage: str) -> None:
         if self.hparams.get("compile") and stage == "fit":
@@ -149,6 +161,8 @@ class TrainingSystem(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        # written by svblur.systems.BatchNormRecalibration
+        self.bn_recalibrated = bool(checkpoint.get("bn_recalibrated", False))
 
 
 def add_test_group_metrics(system: L.LightningModule) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 from svblur.degradation import KernelPCA
 from svblur.errors import InputError
 from svblur.models.checkpoints import check_fits, load_weights, read_state_dict
-from svblur.models.depth import normalize_depth
+from svblur.models.depth import GroundTruthDepth
 from svblur.models.diffusion_sr import MODALITIES, DiffusionSR
 from svblur.nn import amf_sparsity
 
@@ -198,7 +198,15 @@ class DiffusionSRTask(SuperResolutionTask):
 
     # ------------------------------------------------------------------ conditions and loss
     def conditions(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Kernel field ``(B, k*k, H, W)`` and relative depth ``(B, 1, H, W)`` of a batch."""
+        """Kernel field ``(B, k*k, H, W)`` and depth ``(B, 1, H, W)`` of a batch.
+
+        ``svkr``: what the SVKR estimates, its depth in the form its stage-1 depth
+        estimator gives (the batch's depth goes to it, for a
+        :class:`~svblur.models.GroundTruthDepth`). ``ground_truth``: the batch's kernels
+        and its depth as :class:`~svblur.models.GroundTruthDepth` gives it by default
+        (the signed defocus about the camera model's focus), the form a stage 1 on the
+        data's depth trains DKENet with.
+        """
         if self.net.condition == "svkr":
             return self.diffusion.estimate_conditions(batch["lr"], depth=batch.get("depth"))
         missing = [key for key in ("kernels", "depth") if key not in batch]
@@ -208,7 +216,8 @@ class DiffusionSRTask(SuperResolutionTask):
                 "degradation=gaussian_sv on data with depth (data=synthetic), or "
                 "model.condition=svkr"
             )
-        return {"kernels": batch["kernels"], "depth": normalize_depth(batch["depth"].float())}
+        depth = GroundTruthDepth()(batch["hr"], depth=batch["depth"])
+        return {"kernels": batch["kernels"], "depth": depth}
 
     def _generator(self) -> torch.Generator:
         if self._noise is None or self._noise.device != self.device:
@@ -240,6 +249,14 @@ class DiffusionSRTask(SuperResolutionTask):
             "epsilon": F.mse_loss(out["epsilon"].float(), noise.float()),
             "sparsity": amf_sparsity(out["features"], self.hparams.sparsity_weights or {}),
         }
+
+    def calibration_forward(self, batch: dict[str, torch.Tensor]) -> None:
+        """The training forward (noise prediction at random timesteps, fixed seed): the
+        AMFs' BatchNorms see what they see in training, and no sampling runs."""
+        # seeded by the batch, so that the calibration batches see different timesteps
+        content = int(batch["lr"].double().sum().mul(1e6).item()) % 2**31
+        generator = torch.Generator("cpu").manual_seed(int(self.sampling["seed"]) + content)
+        self.diffusion_loss(batch, self.conditions(batch), generator)
 
     def _step(
         self, batch: dict[str, torch.Tensor], stage: str, keep: torch.Tensor | None = None
