@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from svblur.data.synthetic import SyntheticDefocus
+from svblur.degradation import imresize
 from svblur.experiments import (
     METRICS,
     claim_lines,
@@ -23,7 +24,9 @@ from svblur.experiments import (
     write_tables,
 )
 from svblur.experiments import runner as compare
-from svblur.experiments.claims import ARCSR_CLAIMS, CLAIMS, STAGE2_LABELS, paper_of
+from svblur.experiments.claims import ARCSR_CLAIMS, BASELINE, CLAIMS, STAGE2_LABELS, paper_of
+from svblur.experiments.overrides import compose_train_config
+from svblur.metrics import psnr_y
 from svblur.models import CMOS, MANet
 from svblur.systems.sr import BlindSRTask
 
@@ -202,7 +205,11 @@ def test_tiny_preset_writes_tables_with_command_hardware_and_times(
 
     with open(tmp_path / "res" / "compare_tiny.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["model"] for r in table] == [r["model"] for r in rows]
+    # The trivial baselines follow the runs, measured once per seed.
+    assert [r["model"] for r in table] == [r["model"] for r in rows] + ["constant", "bicubic"]
+    baselines = [{k: _number(v) for k, v in r.items()} for r in table[-2:]]
+    assert [(r["kind"], r["seed"]) for r in baselines] == [(BASELINE, 0), (BASELINE, 0)]
+    _check_baselines(cfg, tmp_path, *baselines)
     for written, row in zip(table, rows):
         for key in ("test/blur/psnr", "test/sr/psnr_y", "test/sr/ssim_y"):
             assert float(written[key]) == pytest.approx(row[key], nan_ok=True)
@@ -216,6 +223,11 @@ def test_tiny_preset_writes_tables_with_command_hardware_and_times(
     assert "Total wall time:" in md
     # The reference rows come after the models; the note says how SR was measured.
     assert md.index("| cmos_no_gia |") < md.index("| stage2_gt_blur |")
+    assert md.index("| cmos_no_gia |") < md.index("| constant |") < md.index("| bicubic |")
+    constant_cells = [c.strip() for c in md.split("| constant |")[1].split("\n")[0].split("|")]
+    assert constant_cells[1 + [k for k, _, _ in METRICS].index("test/blur/psnr")] == (
+        f"{baselines[0]['test/blur/psnr']:.2f}"
+    )
     manet_cells = [c.strip() for c in md.split("| manet |")[1].split("\n")[0].split("|")]
     sr_column = 1 + [k for k, _, _ in METRICS].index("test/sr/psnr_y")
     assert manet_cells[sr_column] == f"{rows[0]['test/sr/psnr_y']:.2f}"
@@ -229,6 +241,36 @@ def test_tiny_preset_writes_tables_with_command_hardware_and_times(
     cfg.seeds = [0, 1]
     _, md_path = write_tables(rows + rows2, cfg, "x", 1.0, tmp_path / "two")
     assert " ± " in md_path.read_text().split("| manet |")[1].split("\n")[0]
+
+
+def _number(text: str) -> object:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _check_baselines(cfg, tmp_path: Path, constant: dict, bicubic: dict) -> None:
+    """The baseline rows against values computed here from the preset's test data."""
+    job = compose_train_config([*cfg.models.manet, *cfg.overrides, "seed=0"], tmp_path / "ref")
+    datamodule = instantiate(job.data, _convert_="all")
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    sigma = torch.cat([b["blur"].double().flatten() for b in datamodule.train_dataloader()])
+    test = list(datamodule.test_dataloader())
+    psnrs, sr_psnrs = [], []
+    for batch in test:
+        for target, lr, hr in zip(batch["blur"].double(), batch["lr"], batch["hr"]):
+            # sigma / blur_norm clipped to [0, 1], the blur metrics' convention
+            pred = (sigma.mean() / job.model.blur_norm).clamp(0, 1)
+            mse = (pred - (target / job.model.blur_norm).clamp(0, 1)).pow(2).mean()
+            psnrs.append(float(-10 * torch.log10(mse)))
+            sr = imresize(lr[None].double(), job.data.scale).clamp(0, 1)
+            sr_psnrs.append(float(psnr_y(sr, hr[None].double(), job.data.scale)))
+    assert constant["test/blur/psnr"] == pytest.approx(sum(psnrs) / len(psnrs), abs=1e-4)
+    assert bicubic["test/sr/psnr_y"] == pytest.approx(sum(sr_psnrs) / len(sr_psnrs), abs=1e-3)
+    assert math.isnan(constant["test/sr/psnr_y"]) and math.isnan(bicubic["test/blur/psnr"])
+    assert constant["params"] == bicubic["params"] == 0
 
 
 def test_without_sr_the_blind_sr_columns_are_na_and_the_note_says_why(tmp_path: Path):

@@ -5,6 +5,7 @@
   ``tests/test_convert.py`` and ``tests/test_rrdb_sft.py``) at the paper's LR size,
   120 x 160, in float64 and float32;
 * the default ``svblur-train`` job (what ``make train`` runs), end to end.
+* SSR stage 1 (``experiment=synthetic_ssr_stage1``) against the mean kernel.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from svblur.data import generate_scene
 from svblur.data.rgbd_io import read_image, read_sintel_depth
 from svblur.degradation import fill_invalid_depth, render_defocus
 from svblur.degradation.reference import render_defocus_reference
-from svblur.metrics import IGNORE_INDEX, MeanIoU, blur_psnr
+from svblur.experiments.baselines import constant_blur_scores, mean_blur
+from svblur.metrics import IGNORE_INDEX, MeanIoU
 from svblur.models import CMOS, RRDBSFT
 from svblur.models.convert import from_official_cmos, from_official_rrdb_sft
 
@@ -186,15 +188,14 @@ def _default_train_cfg(output_dir: Path) -> DictConfig:
 
 
 def _constant_baseline_psnr(cfg: DictConfig) -> float:
-    """Test blur PSNR of predicting the training set's mean sigma everywhere."""
+    """Test blur PSNR of predicting the training split's mean sigma everywhere (one
+    augmented epoch, as training sees it), by the metric code the system logs with."""
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     datamodule.setup("test")
-    train_set, test_set = datamodule.datasets["train"], datamodule.datasets["test"]
-    mean_sigma = float(np.mean([train_set.render(i).blur.mean() for i in range(len(train_set))]))
-    target = torch.stack([test_set[i]["blur"] for i in range(len(test_set))])
-    constant = torch.full_like(target, mean_sigma)
-    return float(blur_psnr(constant, target, cfg.model.blur_norm).mean())
+    sigma = mean_blur(datamodule.train_dataloader())
+    scores = constant_blur_scores(datamodule.test_dataloader(), sigma, cfg.model.blur_norm)
+    return scores["blur/psnr"]
 
 
 @pytest.fixture(scope="module")
@@ -245,16 +246,52 @@ def test_default_training_job_runs_keeps_its_best_checkpoint_and_learns_semantic
     assert metrics["test/seg/miou"] > baseline + 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "measured: at make train's budget (256 steps) CMOS's blur head does not beat "
-        "predicting the mean sigma everywhere (16.9 vs 19.2 dB test blur PSNR; lr 5e-4, no "
-        "augmentation, max_coc 21 did not either); see README, 'Two commands'"
-    ),
-)
 def test_default_training_job_learns_blur(default_job) -> None:
     cfg, metrics = default_job["cfg"], default_job["metrics"]
     baseline = _constant_baseline_psnr(cfg)
     print(f"test/blur/psnr {metrics['test/blur/psnr']:.2f} dB, mean-sigma baseline {baseline:.2f}")
-    assert metrics["test/blur/psnr"] > baseline + 1.0
+    # issue 21's bar for the default job: at least 1 dB over the constant, mIoU >= 0.5
+    assert metrics["test/blur/psnr"] >= baseline + 1.0
+    assert metrics["test/seg/miou"] >= 0.5
+
+
+# ----------------------------------------------------------------------------- SSR stage 1
+@pytest.fixture
+def one_thread():
+    """One torch thread (a 16 x 20 LR network gains nothing from more; the module's
+    default-job fixture leaves every core set)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_ssr_stage1_beats_the_mean_kernel_on_held_out_data(tmp_path, one_thread) -> None:
+    """``svblur-train experiment=synthetic_ssr_stage1`` at its budget: DKENet's held-out
+    kernel L1 (eval mode, the logged ``test/kernels/l1``) is at most 0.8 times that of the
+    training split's mean kernel at every pixel, measured on the same test split by the
+    same metric (docs/ssr_stage1_identifiability.md: about 0.35 times, measured)."""
+    from svblur.experiments.baselines import constant_kernel_scores, mean_kernel
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        overrides = ["experiment=synthetic_ssr_stage1", "extras.print_config=false"]
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            del cfg.hydra
+    GlobalHydra.instance().clear()
+    assert cfg.degradation.blur.model == "camera" and cfg.trainer.max_epochs == 8
+    metrics = train(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    kernel = mean_kernel(datamodule.train_dataloader())
+    constant = constant_kernel_scores(datamodule.test_dataloader(), kernel)["kernels/l1"]
+    network = metrics["test/kernels/l1"]
+    print(
+        f"test/kernels/l1 {network:.3f}, mean kernel {constant:.3f}, ratio {network / constant:.2f}"
+    )
+    assert network <= 0.8 * constant

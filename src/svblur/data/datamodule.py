@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from svblur.data.samplers import ResumableDataMixin
 from svblur.data.synthetic import SyntheticDefocus
-from svblur.data.transforms import SigmaScaling
+from svblur.data.transforms import DefocusAugment, SigmaScaling
 from svblur.degradation.pipeline import SamplePipeline
 
 __all__ = ["DefocusDataModule"]
@@ -19,8 +19,12 @@ __all__ = ["DefocusDataModule"]
 class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
     """Train / val / test loaders of :class:`~svblur.data.synthetic.SyntheticDefocus`.
 
-    The three splits draw from disjoint random streams of the same ``seed``; only the
-    training split is augmented. Batches are dicts with ``lr`` ``(B, 3, H/s, W/s)``,
+    The three splits draw from disjoint random streams of the same ``seed``. The training
+    split is augmented (flip and zoom); with ``eval_zoom`` the evaluation splits get the
+    same zoom distribution, fixed per sample, so that they share the training split's
+    distribution of sigma (a zoom multiplies sigma; without it the evaluation splits'
+    mean sigma is lower than the training split's, and a constant predictor fitted to
+    training loses on them for that reason alone). Batches are dicts with ``lr`` ``(B, 3, H/s, W/s)``,
     ``hr`` ``(B, 3, H, W)``, the degradation's maps (defocus: ``blur`` ``(B, 1, H, W)``),
     ``seg`` ``(B, H, W)`` int64 (255 = ignore) and ``depth`` ``(B, 1, H, W)`` in mm
     (:data:`svblur.degradation.pipeline.SAMPLE_KEYS`).
@@ -41,6 +45,8 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         augment: Augment the training split (flip + zoom, see
             :class:`~svblur.data.transforms.DefocusAugment`).
         sigma_scaling: ``"physical"`` (sigma times zoom, default) or ``"released"``.
+        eval_zoom: With ``augment``, zoom the validation and test splits as training
+            does (no flip; fixed per sample).
         space_invariant_fraction: Share of space-invariant samples in every split.
         real_fraction: Share of the space-variant samples that are real
             ``stereo_motorcycle`` crops.
@@ -64,6 +70,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         persistent_workers: bool = True,
         augment: bool = True,
         sigma_scaling: SigmaScaling = "physical",
+        eval_zoom: bool = False,
         space_invariant_fraction: float = 0.25,
         real_fraction: float = 0.125,
         max_coc: float | None = None,
@@ -122,6 +129,7 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
             "cache": cache,
         }
         self._augment = bool(augment)
+        self._eval_zoom = bool(eval_zoom)
         self.datasets: dict[str, SyntheticDefocus] = {}
         # Build one split eagerly so that bad data set arguments fail at construction.
         self._build("val")
@@ -131,10 +139,24 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
             self.datasets[split] = SyntheticDefocus(
                 num_samples=self._sizes[split],
                 split=split,
-                augment=self._augment and split == "train",
+                augment=self._augmentation(split),
                 **self._dataset_kwargs,
             )
         return self.datasets[split]
+
+    def _augmentation(self, split: str) -> bool | DefocusAugment:
+        if not self._augment:
+            return False
+        if split == "train":
+            return True
+        if not self._eval_zoom:
+            return False
+        return DefocusAugment(
+            self.hr_size,
+            self.scale,
+            flip_p=0.0,
+            sigma_scaling=self._dataset_kwargs["sigma_scaling"],
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Create the data sets needed by ``stage`` (``fit``, ``validate``, ``test``...)."""

@@ -391,8 +391,9 @@ class SyntheticDefocus(Dataset):
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """Sample ``index``; ``(index, epoch)`` seeds its augmentation from both.
 
-        With a plain index, augmentation draws from a per-process stream
-        (see :meth:`_augment_rng`); with ``(index, epoch)`` (what
+        With a plain index, augmentation of the training split draws from a per-process
+        stream (see :meth:`_augment_rng`) and that of an evaluation split is a pure
+        function of ``(seed, split, index)`` (the same images in every epoch); with ``(index, epoch)`` (what
         :class:`~svblur.data.samplers.EpochSampler` yields for training) it is a pure
         function of ``(seed, split, index, epoch)``, which makes resumed runs exact.
         """
@@ -401,13 +402,14 @@ class SyntheticDefocus(Dataset):
             index, epoch = index
         rendered = self.render(index)
         if self.augment is not None:
-            rng = (
-                self._augment_rng()
-                if epoch is None
-                else np.random.default_rng(
+            if epoch is not None:
+                rng = np.random.default_rng(
                     [self.seed, SPLITS[self.split], int(index), int(epoch), 2]
                 )
-            )
+            elif self.split != "train":  # evaluation splits: fixed per sample
+                rng = np.random.default_rng([self.seed, SPLITS[self.split], int(index), 2])
+            else:
+                rng = self._augment_rng()
             arrays = self.augment(rendered.record(), rng)
         else:
             arrays = record_to_sample(rendered.record(), self.scale)

@@ -20,6 +20,7 @@ __all__ = [
     "ARCSR_CLAIMS",
     "BETTER",
     "CLAIMS",
+    "BASELINE",
     "DIRECT_SR",
     "ESTIMATOR",
     "EQUAL",
@@ -76,6 +77,10 @@ _PBASR_ONLY = tuple(
 #: kernel field; blind SR by stages 2 and 3), a direct blind-SR model (trained and tested
 #: on SR itself, e.g. ArcSR), or a stage-2 reference network.
 ESTIMATOR, DIRECT_SR, STAGE2 = "estimator", "direct_sr", "stage2"
+
+#: The trivial baselines' rows (:func:`svblur.experiments.baselines.baseline_scores`):
+#: ``constant`` (the training split's mean sigma or mean kernel) and ``bicubic``.
+BASELINE = "baseline"
 
 #: SSR's kinds of rows: one measurement of the SVKR evaluation (experiment=
 #: synthetic_ssr_svkr; one row per refinement step T and one without depth), and a

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from svblur.experiments.claims import (
+    BASELINE,
     DIRECT_SR,
     METRICS,
     SSR_STAGE,
@@ -262,7 +263,7 @@ def write_tables(
             writer.writerow({k: row.get(k, "") for k in fields})
 
     labels = list(dict.fromkeys(row["model"] for row in rows))
-    references = {row["model"] for row in rows if row.get("kind") in (STAGE2, SSR_STAGE)}
+    references = {row["model"] for row in rows if row.get("kind") in (STAGE2, SSR_STAGE, BASELINE)}
     references |= set(STAGE2_LABELS.values()) & set(labels)
     models = [m for m in labels if m not in references]
     with_sr = bool(cfg.get("sr"))

@@ -57,7 +57,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from svblur.data.synthetic import shared_render_cache
+from svblur.experiments.baselines import baseline_scores
 from svblur.experiments.claims import (
+    BASELINE,
     DIRECT_SR,
     ESTIMATOR,
     METRICS,
@@ -139,7 +141,9 @@ def run_comparison(cfg: DictConfig, command: str) -> list[dict[str, Any]]:
         :data:`DIRECT_SR` or :data:`STAGE2`), ``params``, ``wall_s``, ``command``, every
         key of :data:`METRICS` (NaN where not logged) and, with blind SR, ``steps`` and,
         for estimators, the ``sr_*`` entries of stage 3; the stage-2 runs are rows
-        labelled by :data:`STAGE2_LABELS`.
+        labelled by :data:`STAGE2_LABELS`. The trivial baselines of each seed (rows
+        ``constant`` and ``bicubic`` of kind :data:`BASELINE`) are in the tables, after
+        the models, and in ``runner.baseline_rows``; they are not returned.
     """
     out_dir = Path(cfg.get("out_dir") or "results")
     log_dir = Path(cfg.get("log_dir") or "logs") / f"compare_{cfg.preset}"
@@ -215,6 +219,9 @@ class _Runner:
         #: their runs: seed -> {"stage1" | "stage2" | "no_depth": the stage's row}.
         self.ssr: DictConfig | None = cfg.get("ssr") or None
         self.ssr_runs: dict[int, dict[str, dict[str, Any]]] = {}
+        #: The trivial baselines of each seed (``constant``, ``bicubic``; kind BASELINE).
+        self.baseline_rows: list[dict[str, Any]] = []
+        self.baselines: set[int] = set()
         self.keep_weights = bool(self.sr or self.ssr or self.anchor or self.test_data is not None)
         self.start = time.perf_counter()
 
@@ -239,7 +246,8 @@ class _Runner:
     def write(self) -> None:
         # After every run, so that an interrupted comparison keeps its results.
         elapsed = time.perf_counter() - self.start
-        write_tables(self.rows, self.cfg, self.command, elapsed, self.out_dir)
+        rows = self.rows + self.baseline_rows
+        write_tables(rows, self.cfg, self.command, elapsed, self.out_dir)
 
     def _tail(self, seed: int) -> list[str]:
         return [f"seed={seed}", f"task_name=compare_{self.cfg.preset}"]
@@ -312,6 +320,7 @@ class _Runner:
                 f"{model} is a direct blind-SR model ({job_cfg.model._target_}): it has no "
                 "stage 2 or 3, so remove it from sr.blur_only"
             )
+        self._baseline_rows(seed, job_cfg)
         metrics, info = self._train(job_cfg, overrides, count_parameters=kind != SVKR_EVAL)
         if self.anchor:
             info["anchor_ckpt"] = OmegaConf.select(job_cfg, "model.anchor_ckpt")
@@ -328,6 +337,31 @@ class _Runner:
         log.info("compare: %s seed %s done in %.0f s", model, seed, info["wall_s"])
         self.write()
         return row, job_cfg, metrics
+
+    def _baseline_rows(self, seed: int, job_cfg: DictConfig) -> None:
+        """Once per seed, on the test data of its first run: the ``constant`` row (the
+        training split's mean sigma or mean kernel) and the ``bicubic`` row, measured by
+        the metric code the systems use (:func:`~svblur.experiments.baselines.baseline_scores`)."""
+        if seed in self.baselines:
+            return
+        self.baselines.add(seed)
+        data_cfg = job_cfg.data
+        if self.test_data is not None:
+            out = Path(job_cfg.paths.output_dir) / "baselines"
+            data_cfg = compose_train_config([*self.test_data, *self._tail(seed)], out).data
+        t0 = time.perf_counter()
+        scores = baseline_scores(
+            instantiate(data_cfg, _convert_="all"),
+            int(data_cfg.scale),
+            float(OmegaConf.select(job_cfg, "model.blur_norm", default=5.0)),
+        )
+        wall = round(time.perf_counter() - t0, 1)
+        for name, metrics in scores.items():
+            row: dict[str, Any] = {"model": name, "seed": seed, "kind": BASELINE, "params": 0}
+            row.update(wall_s=wall, command=f"svblur.experiments.baselines ({name})")
+            row.update({k: float(metrics.get(k, math.nan)) for k, _, _ in METRICS})
+            self.baseline_rows.append(row)
+        self.write()
 
     # ------------------------------------------------------------------ SSR
     def ssr_stages(self, seed: int) -> dict[str, dict[str, Any]]:

@@ -117,6 +117,10 @@ class CMOS(nn.Module):
         channels_last: Keep weights and activations in channels-last memory order (faster
             convolutions on CPU and with CUDA AMP; numerically the same network). The
             outputs are returned in the default (contiguous) order either way.
+        bn_momentum: BatchNorm momentum of the backbone (the released HRNet's 0.01). A
+            short run with 0.01 leaves running statistics that trail the weights by about
+            100 steps; :class:`svblur.systems.BatchNormRecalibration` recomputes them
+            before evaluation.
 
     Shape:
         Input ``(B, 3, h, w)`` RGB in ``[0, 1]`` (ImageNet normalization is applied inside),
@@ -137,6 +141,7 @@ class CMOS(nn.Module):
         pretrained: bool | str | Path = False,
         scale: int = 4,
         channels_last: bool = True,
+        bn_momentum: float = 0.01,
     ) -> None:
         super().__init__()
         tasks = tuple(tasks)
@@ -152,7 +157,7 @@ class CMOS(nn.Module):
         flags = parse_gia_variant(gia)
         window = (int(window_size[0]), int(window_size[1]))
 
-        self.backbone = HRNetBackbone(backbone, pretrained=pretrained)
+        self.backbone = HRNetBackbone(backbone, pretrained=pretrained, bn_momentum=bn_momentum)
         channels = self.backbone.channels
         num_scales = len(channels)
         if len(groups) != num_scales:
@@ -206,6 +211,20 @@ class CMOS(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def init_blur_bias(self, sigma: float) -> None:
+        """Start the blur outputs (final and auxiliary) at ``sigma`` everywhere: their last
+        convolution's bias is set to it and its weights scaled down 10x, so that training
+        starts from the constant predictor instead of from a map around 0."""
+        if "blur" not in self.tasks:
+            return
+        layers = [self.output_heads["blur"].classifier]
+        if self.aux_heads is not None:
+            layers.append(self.aux_heads["blur"])
+        for conv in layers:
+            conv.weight.mul_(0.1)
+            conv.bias.fill_(float(sigma))
 
     @staticmethod
     def _check_input(lr: torch.Tensor) -> None:

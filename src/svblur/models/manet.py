@@ -201,6 +201,16 @@ class MANet(nn.Module):
         self.tail = nn.Conv2d(channels[0], out_channels, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 
+    @torch.no_grad()
+    def init_blur_bias(self, sigma: float) -> None:
+        """Start the blur output at ``sigma`` everywhere (as
+        :meth:`svblur.models.CMOS.init_blur_bias`): the last convolution's bias is set to
+        it and its weights scaled down 10x. Kernel outputs are left as they are."""
+        if self.output != "blur":
+            return
+        self.tail.weight.mul_(0.1)
+        self.tail.bias.fill_(float(sigma))
+
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Estimate the blur sigma map (or the kernel field) of ``lr``.
 

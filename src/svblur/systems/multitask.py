@@ -43,6 +43,12 @@ class BlurSemanticsTask(TrainingSystem):
             so that runs of an ablation sweep can be grouped by it.
         log_images: Number of validation images logged per epoch (0 disables).
         compile: Wrap the network with ``torch.compile`` at fit start.
+        blur_bias_init: Where the blur outputs start, for networks with an
+            ``init_blur_bias(sigma)`` method (CMOS): ``None`` (as built), a sigma, or
+            ``"train_mean"``: the mean sigma of the first ``blur_bias_batches`` training
+            batches, averaged over the DDP ranks, measured when a fit starts from scratch
+            (not on resume).
+        blur_bias_batches: See ``blur_bias_init``.
     """
 
     def __init__(
@@ -57,8 +63,14 @@ class BlurSemanticsTask(TrainingSystem):
         gia: str | None = None,
         log_images: int = 4,
         compile: bool = False,
+        blur_bias_init: float | str | None = None,
+        blur_bias_batches: int = 16,
     ) -> None:
         super().__init__()
+        if isinstance(blur_bias_init, str) and blur_bias_init != "train_mean":
+            raise ValueError(
+                f"blur_bias_init must be null, a sigma or 'train_mean', got {blur_bias_init!r}"
+            )
         # Plain values only, so that checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
@@ -90,6 +102,35 @@ class BlurSemanticsTask(TrainingSystem):
 
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(lr)
+
+    def calibration_forward(self, batch: dict[str, torch.Tensor]) -> None:
+        self.net(batch["lr"])
+
+    def on_fit_start(self) -> None:
+        init = self.hparams.get("blur_bias_init")
+        if init is None or self.trainer.ckpt_path is not None:
+            return
+        if not hasattr(self.net, "init_blur_bias"):
+            raise ValueError(
+                f"model.blur_bias_init: {type(self.net).__name__} has no init_blur_bias()"
+            )
+        sigma = float(init) if not isinstance(init, str) else self._train_mean_sigma()
+        log.info("blur outputs start at sigma %.4f (blur_bias_init=%s)", sigma, init)
+        self.net.init_blur_bias(sigma)
+
+    def _train_mean_sigma(self) -> float:
+        """Mean sigma of the first ``blur_bias_batches`` training batches (all ranks)."""
+        loader = self.trainer.datamodule.train_dataloader()
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(loader):
+            if i >= self.hparams.blur_bias_batches:
+                break
+            if "blur" not in batch:
+                raise ValueError("model.blur_bias_init=train_mean: the data has no blur map")
+            total[0] += batch["blur"].double().sum().to(self.device)
+            total[1] += batch["blur"].numel()
+        total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        return float(total[0] / total[1].clamp(min=1))
 
     def _shared_step(
         self, batch: dict[str, torch.Tensor], stage: str
