@@ -40,7 +40,8 @@ from PIL import Image, ImageDraw
 
 from svblur.data import SyntheticDefocus
 from svblur.degradation import imresize
-from svblur.metrics import psnr_y
+from svblur.experiments.baselines import mean_blur
+from svblur.metrics import blur_psnr, psnr_y
 from svblur.models import load_network
 from svblur.systems.visualize import colorize_labels, colorize_scalar
 
@@ -108,7 +109,7 @@ def draw(stage3: Path, out: Path, indices: list[int], zoom: int = 2) -> list[dic
     loaded = load_network(stage3)
     net = loaded.net
     classes = int(loaded.config["estimator"]["num_classes"])
-    data = SyntheticDefocus(split="test", num_samples=32, hr_size=(128, 160), num_classes=classes)
+    data, sigma = _test_split(classes)
     rows, figures = [], []
     for index in indices:
         sample = data[index]
@@ -118,6 +119,9 @@ def draw(stage3: Path, out: Path, indices: list[int], zoom: int = 2) -> list[dic
         sr = pred["sr"].clamp(0, 1)
         bicubic = imresize(lr, 4.0).clamp(0, 1)
         psnr = {"bicubic": float(psnr_y(bicubic, hr)[0]), "sr": float(psnr_y(sr, hr)[0])}
+        target = sample["blur"][None]
+        psnr["blur"] = float(blur_psnr(pred["blur"], target)[0])
+        psnr["blur_constant"] = float(blur_psnr(torch.full_like(target, sigma), target)[0])
         figures.append({"index": index, **psnr})
         vmax = max(1.0, float(sample["blur"].max()))
         blur_gt = colorize_scalar(sample["blur"][None], vmax)[0]
@@ -129,7 +133,7 @@ def draw(stage3: Path, out: Path, indices: list[int], zoom: int = 2) -> list[dic
             (sr[0], f"blind SR x4, {psnr['sr']:.2f} dB"),
             (hr[0], "HR ground truth"),
             (blur_gt, f"GT blur sigma (0-{vmax:.1f} px)"),
-            (blur_pred, "predicted blur sigma"),
+            (blur_pred, f"predicted, {psnr['blur']:.1f} dB (const. {psnr['blur_constant']:.1f})"),
             (seg_gt, "GT semantics"),
             (seg_pred, "predicted semantics"),
         ]
@@ -137,6 +141,24 @@ def draw(stage3: Path, out: Path, indices: list[int], zoom: int = 2) -> list[dic
         rows.append(row)
     _sheet(rows, out)
     return figures
+
+
+def _test_split(classes: int) -> tuple[SyntheticDefocus, float]:
+    """The test split of ``make train``'s data (``conf/data/synthetic.yaml``) and the
+    training split's mean sigma (the constant baseline)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from svblur.conf import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir()):
+        cfg = compose("train", overrides=[f"data.num_classes={classes}"])
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    return datamodule.datasets["test"], mean_blur(datamodule.train_dataloader())
 
 
 DEGRADATIONS = ("defocus", "gaussian_sv", "motion_sv", "partial_blur", "bsrgan")
@@ -244,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in figures:
         print(
             f"test image {row['index']}: PSNR-Y bicubic {row['bicubic']:.2f} dB, "
-            f"blind SR {row['sr']:.2f} dB"
+            f"blind SR {row['sr']:.2f} dB; blur PSNR {row['blur']:.2f} dB, constant "
+            f"{row['blur_constant']:.2f} dB"
         )
     print(f"wrote {args.out}")
     return 0
