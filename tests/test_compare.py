@@ -312,6 +312,8 @@ def test_presets_compose_every_stage(
         return {"test/blur/psnr": 20.0, **({"test/seg/miou": 0.5} if "seg" in tasks else {})}
 
     monkeypatch.setattr(compare, "train", fake_train)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     monkeypatch.setattr(compare, "_global_step", lambda weights: 7)
     cfg = load_preset(
         [f"preset={preset}", "seeds=[0]", f"out_dir={tmp_path}/res", f"log_dir={tmp_path}/logs"]
@@ -362,6 +364,8 @@ def test_runs_render_each_sample_once_and_as_a_data_set_alone_would(
         return {"test/blur/psnr": 20.0}
 
     monkeypatch.setattr(compare, "train", fake_train)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     cfg = load_preset(
         [
             "preset=tiny",
@@ -558,6 +562,8 @@ def test_preset_paper_and_model_kinds_are_checked(tmp_path: Path, monkeypatch: p
         raise AssertionError("the preset's error must come before any training")
 
     monkeypatch.setattr(compare, "train", no_training)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     cfg = load_preset(
         [
             "preset=motion_tiny",
@@ -583,6 +589,8 @@ def test_motion_preset_composes_every_stage(tmp_path: Path, monkeypatch: pytest.
         return {"test/sr/psnr_y": 20.0}
 
     monkeypatch.setattr(compare, "train", fake_train)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     monkeypatch.setattr(compare, "_global_step", lambda weights: 7)
     monkeypatch.setattr(compare, "_trainable_parameters", lambda cfg: 1)
     cfg = load_preset(

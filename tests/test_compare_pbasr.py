@@ -232,6 +232,8 @@ def test_the_anchor_must_run_first(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         raise AssertionError("the preset's error must come before any training")
 
     monkeypatch.setattr(compare, "train", no_training)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     cfg = load_preset(
         [
             "preset=pbasr_tiny",

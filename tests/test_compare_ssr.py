@@ -183,6 +183,8 @@ def test_ssr_small_preset_composes_every_stage(tmp_path: Path, monkeypatch: pyte
         return svkr_keys if cfg.model._target_.endswith("SVKRTask") else {}
 
     monkeypatch.setattr(compare, "train", fake_train)
+
+    monkeypatch.setattr(compare, "measure_baselines", lambda *args: {})
     monkeypatch.setattr(compare, "_global_step", lambda weights: 7)
     monkeypatch.setattr(compare, "_trainable_parameters", lambda cfg: 1)
     cfg = load_preset(

@@ -187,6 +187,13 @@ def model_kind(cfg: DictConfig) -> str:
     return DIRECT_SR if issubclass(_system(cfg), direct) else ESTIMATOR
 
 
+def measure_baselines(data_cfg: DictConfig, blur_norm: float) -> dict[str, dict[str, float]]:
+    """The trivial baselines of the data ``data_cfg`` (see
+    :func:`~svblur.experiments.baselines.baseline_scores`)."""
+    datamodule = instantiate(data_cfg, _convert_="all")
+    return baseline_scores(datamodule, int(data_cfg.scale), blur_norm)
+
+
 class _Runner:
     """Runs the stages of one comparison, keeps the rows, writes the tables after each run.
 
@@ -350,11 +357,8 @@ class _Runner:
             out = Path(job_cfg.paths.output_dir) / "baselines"
             data_cfg = compose_train_config([*self.test_data, *self._tail(seed)], out).data
         t0 = time.perf_counter()
-        scores = baseline_scores(
-            instantiate(data_cfg, _convert_="all"),
-            int(data_cfg.scale),
-            float(OmegaConf.select(job_cfg, "model.blur_norm", default=5.0)),
-        )
+        blur_norm = float(OmegaConf.select(job_cfg, "model.blur_norm", default=5.0))
+        scores = measure_baselines(data_cfg, blur_norm)
         wall = round(time.perf_counter() - t0, 1)
         for name, metrics in scores.items():
             row: dict[str, Any] = {"model": name, "seed": seed, "kind": BASELINE, "params": 0}
