@@ -526,7 +526,14 @@ def test_motion_tiny_preset_runs_direct_sr_models_next_to_kernel_blind_sr(
 
     with open(tmp_path / "res" / "compare_motion_tiny.csv") as f:
         table = list(csv.DictReader(f))
-    assert [(r["model"], r["kind"]) for r in table] == [(r["model"], r["kind"]) for r in rows]
+    runs, baselines = table[: len(rows)], table[len(rows) :]
+    assert [(r["model"], r["kind"]) for r in runs] == [(r["model"], r["kind"]) for r in rows]
+    # the seed's trivial baselines follow: the mean kernel and bicubic
+    assert [(r["model"], r["kind"]) for r in baselines] == [
+        ("constant", BASELINE),
+        ("bicubic", BASELINE),
+    ]
+    assert float(baselines[0]["test/kernels/l1"]) > 0
     assert "test/kernels/l1" in table[0] and "test/blur/psnr" not in table[0]
     md = (tmp_path / "res" / "compare_motion_tiny.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| model |"))

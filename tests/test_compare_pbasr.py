@@ -131,7 +131,10 @@ def test_pbasr_tiny_preset_fine_tunes_from_the_anchor_and_tests_by_region(
 
     with open(tmp_path / "res" / "compare_pbasr_tiny.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["model"] for r in table] == [r["model"] for r in rows]
+    assert [r["model"] for r in table][: len(rows)] == [r["model"] for r in rows]
+    # then the seed's trivial baselines, bicubic among them (kind "baseline")
+    assert {r["kind"] for r in table[len(rows) :]} == {"baseline"}
+    assert "bicubic" in [r["model"] for r in table[len(rows) :]]
     assert table[1]["anchor_ckpt"] == str(anchor_export)
     assert float(table[3]["test/sr/blurred/psnr_y"]) == pytest.approx(
         by_model["pbasr"]["test/sr/blurred/psnr_y"]
