@@ -210,3 +210,19 @@ def test_forward_traces_as_one_graph():
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
     torch._dynamo.reset()
+
+
+def test_init_blur_bias_starts_the_blur_outputs_at_sigma():
+    net = CMOS(num_classes=3, window_size=(4, 5), channels_last=False)
+    final, aux = net.output_heads["blur"].classifier, net.aux_heads["blur"]
+    weights = final.weight.clone(), aux.weight.clone()
+    seg_bias = net.output_heads["seg"].classifier.bias.clone()
+    net.init_blur_bias(2.5)
+    assert torch.all(final.bias == 2.5) and torch.all(aux.bias == 2.5)
+    torch.testing.assert_close(final.weight, 0.1 * weights[0])
+    torch.testing.assert_close(aux.weight, 0.1 * weights[1])
+    torch.testing.assert_close(net.output_heads["seg"].classifier.bias, seg_bias, rtol=0, atol=0)
+    with torch.no_grad():
+        out = net.eval()(torch.rand(2, 3, 16, 20))
+    # near the constant: the scaled-down weights move the map little around the bias
+    assert abs(float(out["blur"].mean()) - 2.5) < 0.5
