@@ -103,9 +103,6 @@ class BlurSemanticsTask(TrainingSystem):
     def forward(self, lr: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(lr)
 
-    def calibration_forward(self, batch: dict[str, torch.Tensor]) -> None:
-        self.net(batch["lr"])
-
     def on_fit_start(self) -> None:
         init = self.hparams.get("blur_bias_init")
         if init is None or self.trainer.ckpt_path is not None:
