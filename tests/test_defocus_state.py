@@ -167,7 +167,8 @@ def test_without_per_thread_setters_the_result_is_the_same(
 ) -> None:
     image, depth = defocus_scene(48, 64)
     expected = render_defocus(image, depth, 50.0, 2500.0, threads=2)
-    monkeypatch.setattr(defocus, "_intra_op_setters", lambda: None)  # intra-op pool left alone
+    # intra-op pool left alone
+    monkeypatch.setattr("svblur.degradation.defocus.threads._intra_op_setters", lambda: None)
     blurred, sigma = render_defocus(image, depth, 50.0, 2500.0, threads=2)
     np.testing.assert_array_equal(blurred, expected[0])
     np.testing.assert_array_equal(sigma, expected[1])

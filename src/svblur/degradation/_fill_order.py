@@ -17,10 +17,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._harmonic import _STEPS
-
-#: Row and column steps to the four neighbours: up, down, left, right.
-_STEP_ROW, _STEP_COL = np.array(_STEPS, dtype=np.int64).T.copy()
+#: Row and column steps to the four neighbours: up, down, left, right (the order of
+#: ``_neighbours``' shifts, and of the NumPy set-up in :mod:`._harmonic`).
+_STEP_ROW = np.array([-1, 1, 0, 0], dtype=np.int64)
+_STEP_COL = np.array([0, 0, -1, 1], dtype=np.int64)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -43,6 +43,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 __all__ = ["FillSystem", "prepare_fill"]
 
+#: Row and column steps to the four neighbours: up, down, left, right (as in :mod:`._fill_order`).
 _STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 #: Above this bandwidth a banded Cholesky costs more than a sparse LU.
 _MAX_BANDWIDTH = 96

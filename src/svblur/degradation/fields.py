@@ -16,13 +16,24 @@ a 1024 x 1024 image); applying it allocates no ``k*k``-fold temporary.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal, TypeVar
 
 import numpy as np
 import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
+
+# iter_patch_rows lives in svblur.ops.patches; re-exported here under its old path.
+from svblur.ops.patches import (
+    DEFAULT_CHUNK_BYTES,
+    Padding,
+    check_image,
+    check_kernel_size,
+    iter_patch_rows,
+    pad_image,
+    row_chunks,
+)
 
 from .kernels import gaussian_kernel, linear_motion_kernel, motion_kernel
 
@@ -41,7 +52,6 @@ __all__ = [
     "signed_defocus",
 ]
 
-Padding = Literal["reflect", "zeros", "replicate"]
 DepthModel = Literal["linear", "thin_lens", "camera"]
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor, float)
 
@@ -54,96 +64,8 @@ MM_PER_M = 1000.0
 #: focus on to a network (:class:`~svblur.models.GroundTruthDepth`) must use the same one.
 DEFAULT_FOCUS_QUANTILE = 0.5
 
-#: Default bound on the bytes of one row chunk's patches (see :func:`iter_patch_rows`).
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-
-_PAD_MODES = {"reflect": "reflect", "zeros": "constant", "replicate": "replicate"}
-
 #: Pixels per chunk when depth_gaussian_field evaluates per-pixel kernels.
 _PIXELS_PER_CHUNK = 1 << 15
-
-
-# --------------------------------------------------------------------------- padding, chunks
-def _pad(x: torch.Tensor, radius: int, padding: str) -> torch.Tensor:
-    """Pad the last two axes of ``(B, C, H, W)`` by ``radius`` on every side."""
-    if padding not in _PAD_MODES:
-        raise ValueError(f"padding: expected one of {sorted(_PAD_MODES)}, got {padding!r}")
-    if radius == 0:
-        return x
-    height, width = x.shape[-2:]
-    if padding == "reflect" and min(height, width) <= radius:
-        raise ValueError(
-            f"padding='reflect' by k // 2 = {radius} needs H and W > {radius}, got "
-            f"H, W = {height}, {width}; use padding='replicate' or 'zeros', or a smaller k"
-        )
-    return F.pad(x, (radius, radius, radius, radius), mode=_PAD_MODES[padding])
-
-
-def _row_chunks(height: int, bytes_per_row: int, max_chunk_bytes: int) -> Iterator[slice]:
-    """Consecutive output-row slices of at most ``max_chunk_bytes`` (at least one row)."""
-    if max_chunk_bytes <= 0:
-        raise ValueError(f"max_chunk_bytes: expected a positive integer, got {max_chunk_bytes!r}")
-    rows = int(min(height, max(1, max_chunk_bytes // max(bytes_per_row, 1))))
-    for start in range(0, height, rows):
-        yield slice(start, min(height, start + rows))
-
-
-def _check_kernel_size(kernel_size: int) -> int:
-    if isinstance(kernel_size, bool) or int(kernel_size) != kernel_size or kernel_size % 2 != 1:
-        raise ValueError(f"kernel_size: expected a positive odd integer, got {kernel_size!r}")
-    return int(kernel_size)
-
-
-def _check_image(image: torch.Tensor) -> None:
-    if not isinstance(image, torch.Tensor) or image.dim() != 4:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image: expected a (B, C, H, W) tensor, got {shape}")
-    if not image.is_floating_point():
-        raise ValueError(f"image: expected a floating-point tensor, got {image.dtype}")
-
-
-def iter_patch_rows(
-    x: torch.Tensor,
-    kernel_size: int,
-    padding: Padding = "reflect",
-    max_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Gather every pixel's ``k x k`` neighbourhood, a chunk of output rows at a time.
-
-    The input is padded by ``r = k // 2`` once; each chunk of rows ``y0:y1`` is
-    unfolded from the padded rows ``y0 : y1 + 2r`` (its ``r``-row halo on each side),
-    so the whole ``k*k``-fold patch tensor never exists at once::
-
-        patches[b, c, i * k + j, y - y0, x] = xpad[b, c, y + i, x + j]
-
-    The patches are a contiguous tensor (``F.unfold``), differentiable in ``x`` with an
-    ``F.fold`` backward. A kernel-guided convolution contracts them with its weight
-    ``(O, C, k*k)`` after scaling by the per-pixel kernels, e.g.
-    ``W.view(O, -1) @ (patches * K[:, None, :, rows]).view(B, C * k * k, -1)``, without
-    a weight per pixel. Under autograd every chunk a consumer multiplies is kept for
-    the backward pass; wrap the per-chunk work in ``torch.utils.checkpoint`` to keep
-    training memory bounded too.
-
-    Args:
-        x: Input ``(B, C, H, W)``, any float dtype, any device.
-        kernel_size: Odd kernel side ``k``.
-        padding: ``"reflect"`` (mirror without repeating the edge: ``F.pad``'s reflect,
-            OpenCV's ``BORDER_REFLECT_101``), ``"zeros"`` or ``"replicate"``.
-        max_chunk_bytes: Upper bound on one chunk's patches,
-            ``B * C * k*k * rows * W * itemsize``; a chunk has at least one row.
-
-    Yields:
-        ``(rows, patches)``: the output-row slice and patches ``(B, C, k*k, rows, W)``.
-    """
-    _check_image(x)
-    k = _check_kernel_size(kernel_size)
-    batch, channels, height, width = x.shape
-    xpad = _pad(x, k // 2, padding)
-    bytes_per_row = batch * channels * k * k * width * x.element_size()
-    for rows in _row_chunks(height, bytes_per_row, max_chunk_bytes):
-        window = xpad[:, :, rows.start : rows.stop + k - 1]
-        patches = F.unfold(window, k).view(batch, channels, k * k, rows.stop - rows.start, width)
-        yield rows, patches
 
 
 # --------------------------------------------------------------------------- applying fields
@@ -267,13 +189,13 @@ def apply_kernel_field(
     Returns:
         Blurred image ``(B, C, H, W)``, ``image``'s dtype.
     """
-    _check_image(image)
+    check_image(image)
     field = _check_field(kernels, image).to(image.dtype)
     batch, channels, height, width = image.shape
     k = math.isqrt(field.shape[1])
-    xpad = _pad(image, k // 2, padding)
+    xpad = pad_image(image, k // 2, padding)
     bytes_per_row = batch * channels * k * k * width * image.element_size()
-    chunks = list(_row_chunks(height, bytes_per_row, max_chunk_bytes))
+    chunks = list(row_chunks(height, bytes_per_row, max_chunk_bytes))
     return _KernelField.apply(xpad, field, k, chunks)
 
 
@@ -295,7 +217,7 @@ def apply_kernel(
     Returns:
         Blurred image ``(B, C, H, W)``.
     """
-    _check_image(image)
+    check_image(image)
     batch, channels, height, width = image.shape
     weight = torch.as_tensor(kernel).to(device=image.device, dtype=image.dtype)
     if weight.dim() == 2:
@@ -311,7 +233,7 @@ def apply_kernel(
             f"got {tuple(weight.shape)}"
         )
     k = weight.shape[-1]
-    xpad = _pad(image, k // 2, padding)
+    xpad = pad_image(image, k // 2, padding)
     if weight.shape[0] == 1:
         filters = weight.expand(channels, k, k).unsqueeze(1)
         return F.conv2d(xpad, filters, groups=channels)
@@ -398,7 +320,7 @@ def gaussian_field(
     Returns:
         Field ``(k*k, H, W)`` float32.
     """
-    k = _check_kernel_size(size)
+    k = check_kernel_size(size)
     height, width = (int(v) for v in shape)
     if num_kernels < 1:
         raise ValueError(f"num_kernels: expected a positive integer, got {num_kernels!r}")
@@ -589,7 +511,7 @@ def depth_gaussian_field(
     Returns:
         Field ``(k*k, H, W)`` float32.
     """
-    k = _check_kernel_size(size)
+    k = check_kernel_size(size)
     depth = _as_numpy_2d(depth, "depth").astype(np.float64)
     if not np.isfinite(depth).all():
         raise ValueError("depth: contains NaN or inf; fill invalid depth first")
@@ -664,7 +586,7 @@ def motion_field(
     Returns:
         Field ``(k*k, H, W)`` float32.
     """
-    k = _check_kernel_size(size)
+    k = check_kernel_size(size)
     labels = _as_numpy_2d(regions, "regions")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"regions: expected integer labels, got dtype {labels.dtype}")

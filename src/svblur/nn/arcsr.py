@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-from svblur.degradation.fields import iter_patch_rows
+from svblur.ops.patches import iter_patch_rows
 
 __all__ = [
     "ChannelAttention",

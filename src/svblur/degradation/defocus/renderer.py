@@ -1,16 +1,12 @@
-"""Depth-driven defocus: thin-lens blur maps and the layered renderer of SYNDOF.
-
-This is a fast re-implementation of SYNDOF's ``blur_by_depth.m`` (Lee et al.,
-CVPR 2019), the generator of NYUv2-BSR and Cityscapes-BSR. Units: depth, focus
-distance and focal length in millimetres; images RGB in ``[0, 1]``.
+"""SYNDOF's layered defocus renderer (``blur_by_depth.m``), fast.
 
 The renderer splits the scene into layers (unique depths far to near, runs with
-equal rounded CoC merged), blurs each layer's colour and mask with its Gaussian
-(symmetric boundary), composites far to near, and - for every layer after the
-first in-focus one - first fills the background that the layer's kernel would pull
-in from behind it by harmonic interpolation (MATLAB ``regionfill``). Speed comes
-from working only on the 32x32 tiles a layer reaches (its own tiles grown by the
-kernel radius, less those whose window misses the layer) in a tile-major layout
+equal rounded CoC merged; :mod:`.layers`), blurs each layer's colour and mask with
+its Gaussian (symmetric boundary), composites far to near, and - for every layer
+after the first in-focus one - first fills the background that the layer's kernel
+would pull in from behind it by harmonic interpolation (MATLAB ``regionfill``). Speed
+comes from working only on the 32x32 tiles a layer reaches (its own tiles grown by
+the kernel radius, less those whose window misses the layer) in a tile-major layout
 (each tile's padded window of image and layer map stored contiguously, so
 gathering a layer's tiles is a block copy), separable convolution as two banded
 matrix products per batch of tiles, re-normalising only tiles touched since the
@@ -18,337 +14,32 @@ last fill, and an exact banded Cholesky solve of the Laplace system on only thos
 connected parts of the fill region that the output uses (the rest is overwritten
 by the next layer's fill). Everything that depends on the layer map alone - fill
 regions, the factorized fill systems, the blurred layers - is planned ahead by
-helper threads while the calling thread composites (see ``threads``). See
+helper threads while the calling thread composites (see :mod:`.threads`). See
 :func:`svblur.degradation.reference.render_defocus_reference` for the plain
 per-layer transcription it is tested against.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import math
-import os
-import struct
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
-from ._camera import (
-    apply_depth_shift,
-    check_camera,
-    coc_pixels,
-    coc_to_sigma,
-    f_number_for,
-    gaussian_taps,
-    symmetric_index,
-)
-from ._harmonic import FillSystem, prepare_fill
+from .._camera import check_camera, gaussian_taps, symmetric_index
+from .._harmonic import FillSystem, prepare_fill
+from .layers import DefocusLayers, decompose_layers
+from .lens import Array, _check_depth, _fill_invalid64, _to_numpy64
+from .threads import _Pool, _rendering_thread, _Task
 
-__all__ = [
-    "DefocusLayers",
-    "decompose_layers",
-    "defocus_sigma",
-    "fill_invalid_depth",
-    "render_defocus",
-    "render_uniform_blur",
-    "solve_f_number",
-]
-
-Array = np.ndarray | torch.Tensor
+__all__ = ["render_defocus", "render_uniform_blur"]
 
 #: Blurred layer masks below this are set to zero (SYNDOF).
 MASK_FLOOR = 1e-4
 #: Blurred "farther content" masks below this do not trigger filling (SYNDOF).
 FILL_FLOOR = 1e-3
-
-
-# --------------------------------------------------------------------------- inputs
-def _to_numpy64(array: Array, name: str) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    try:
-        return np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"{name}: expected a numpy array or torch tensor, got {type(array)}"
-        ) from error
-
-
-def _check_depth(depth: np.ndarray) -> None:
-    if depth.ndim != 2:
-        raise ValueError(f"depth: expected a 2-D (H, W) depth map, got shape {depth.shape}")
-    if depth.size == 0:
-        raise ValueError("depth: empty depth map")
-
-
-def _check_image(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
-    shape = tuple(image.shape)
-    if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"image: expected an (H, W, 3) RGB image, got shape {shape}")
-    if shape[0] == 0 or shape[1] == 0:
-        raise ValueError(f"image: empty image of shape {shape}")
-    return shape[0], shape[1]
-
-
-def _like(array: np.ndarray, reference: Array) -> Array:
-    """Return ``array`` (float32) as the same kind (and device) as ``reference``."""
-    if isinstance(reference, torch.Tensor):
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(reference.device)
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- depth
-def _fill_invalid64(values: np.ndarray, max_depth: float | None) -> np.ndarray:
-    """:func:`fill_invalid_depth` in float64 (no precision lost before the CoC)."""
-    _check_depth(values)
-    if max_depth is not None and not (math.isfinite(max_depth) and max_depth > 0):
-        raise ValueError(f"max_depth: expected a positive finite value, got {max_depth!r}")
-    far = np.isposinf(values)
-    valid = np.isfinite(values) & (values > 0)
-    if not valid.any():
-        raise ValueError(
-            "depth: no valid pixel (every value is NaN, inf, zero or negative); cannot fill"
-        )
-    filled = values.copy()
-    far_value = float(max_depth) if max_depth is not None else float(values[valid].max())
-    filled[far] = far_value
-    if max_depth is not None:
-        np.minimum(filled, far_value, out=filled, where=valid)
-    missing = ~(valid | far)
-    if missing.any():
-        known = ~missing
-        _, (rows, cols) = ndi.distance_transform_edt(~known, return_indices=True)
-        filled[missing] = filled[rows[missing], cols[missing]]
-    return filled
-
-
-def fill_invalid_depth(depth: Array, *, max_depth: float | None = None) -> Array:
-    """Replace unusable depth values.
-
-    Policy:
-
-    * NaN, ``-inf``, zero and negative depths are *missing*: each takes the value
-      of its nearest valid pixel (Euclidean distance; ties resolved by SciPy's
-      distance transform).
-    * ``+inf`` means "infinitely far": it becomes the far clip, ``max_depth`` if
-      given, else the largest finite valid depth of the map.
-    * With ``max_depth``, every depth above it (e.g. MPI Sintel's ``1e11`` sky) is
-      clipped to ``max_depth``.
-
-    Args:
-        depth: Depth map ``(H, W)``, numpy or torch.
-        max_depth: Optional far clip in the depth's units; must be positive.
-
-    Returns:
-        Finite, positive depth of the same kind as the input (float32 for numpy,
-        the input's float dtype and device for torch).
-
-    Raises:
-        ValueError: If ``depth`` is not 2-D, or no pixel is valid.
-    """
-    filled = _fill_invalid64(_to_numpy64(depth, "depth"), max_depth)
-    if isinstance(depth, torch.Tensor):
-        dtype = depth.dtype if depth.is_floating_point() else torch.float32
-        return torch.from_numpy(filled).to(device=depth.device, dtype=dtype)
-    return filled.astype(np.float32)
-
-
-# --------------------------------------------------------------------------- camera
-def defocus_sigma(
-    depth: Array,
-    image_width: int,
-    focal_length_mm: float,
-    focus_distance: float,
-    f_number: float,
-) -> Array:
-    """Per-pixel Gaussian sigma of the thin-lens defocus (the ground-truth blur map).
-
-    ``c = round_0.1(m (z_v / z_f) (f / N) |z - z_f| / (z + 1e-4))`` with
-    ``m = image_width / 36`` and ``z_v = f z_f / (z_f - f + 1e-4)``; then
-    ``sigma = (max(c, 1) - 1) / 4``. No depth shift is applied here (see
-    :func:`render_defocus`).
-
-    Args:
-        depth: Depth in mm, ``(H, W)``, finite and positive.
-        image_width: Image width in pixels (sets pixels per mm on the sensor).
-        focal_length_mm: Focal length ``f`` in mm.
-        focus_distance: Focus distance ``z_f`` in mm, greater than ``f``.
-        f_number: Aperture number ``N > 0``.
-
-    Returns:
-        Sigma map ``(H, W)`` float32: a numpy array for numpy input, a tensor on
-        the input's device for torch input.
-
-    Raises:
-        ValueError: On a non-2-D or non-finite/non-positive depth, or bad camera.
-    """
-    values = _to_numpy64(depth, "depth")
-    _check_depth(values)
-    check_camera(image_width, focal_length_mm, focus_distance)
-    if not (math.isfinite(f_number) and f_number > 0):
-        raise ValueError(f"f_number: expected a positive finite value, got {f_number!r}")
-    if not (np.isfinite(values).all() and (values > 0).all()):
-        raise ValueError("depth: expected finite positive depths; clean it with fill_invalid_depth")
-    sigma = coc_to_sigma(coc_pixels(values, image_width, focal_length_mm, focus_distance, f_number))
-    return _like(sigma, depth)
-
-
-def solve_f_number(
-    depth: Array,
-    image_width: int,
-    focal_length_mm: float,
-    focus_distance: float,
-    max_coc: float = 29.0,
-    *,
-    shift_depth: bool = True,
-) -> float:
-    """Aperture number ``N`` at which the scene's largest CoC equals ``max_coc``.
-
-    This is the ``N`` that :func:`render_defocus` uses when given ``f_number=None``:
-    ``render_defocus(..., f_number=solve_f_number(depth, ...))`` renders the same
-    image and blur map, bit for bit. Like the renderer, it first applies SYNDOF's
-    depth shift: if the nearest depth is closer than ``5 f``, the depths and the
-    focus distance are moved so that the nearest is at ``5 f``. Then whichever of
-    the nearest and the farthest depth has the larger CoC decides:
-    ``N = f^2 / (z_f - f) * (m / max_coc) * |z - z_f| / z``.
-
-    Args:
-        depth: Depth in mm, ``(H, W)``, finite and positive (the renderer cleans its
-            depth with :func:`fill_invalid_depth` first; pass the same clean depth).
-        image_width: Image width in pixels.
-        focal_length_mm: Focal length ``f`` in mm.
-        focus_distance: Focus distance ``z_f`` in mm, greater than ``f``.
-        max_coc: Target largest CoC in pixels, ``> 1``.
-        shift_depth: Apply the depth shift (the renderer's aperture). ``False``
-            solves on the depths as given, the aperture of the unshifted thin-lens
-            model (:func:`defocus_sigma` applies no shift); it differs from the
-            renderer's only on scenes nearer than ``5 f``.
-
-    Returns:
-        The f-number.
-
-    Raises:
-        ValueError: On bad inputs or when every depth equals the focus distance.
-    """
-    values = _to_numpy64(depth, "depth")
-    _check_depth(values)
-    check_camera(image_width, focal_length_mm, focus_distance)
-    if not (math.isfinite(max_coc) and max_coc > 1):
-        raise ValueError(f"max_coc: expected a finite value > 1, got {max_coc!r}")
-    if not (np.isfinite(values).all() and (values > 0).all()):
-        raise ValueError("depth: expected finite positive depths; clean it with fill_invalid_depth")
-    extremes = np.array([values.min(), values.max()])
-    if shift_depth:
-        # The same arithmetic as decompose_layers' shift of every pixel.
-        extremes, focus_distance, _ = apply_depth_shift(extremes, focus_distance, focal_length_mm)
-        check_camera(image_width, focal_length_mm, focus_distance)
-    return f_number_for(
-        float(extremes[0]),
-        float(extremes[1]),
-        image_width,
-        focal_length_mm,
-        focus_distance,
-        max_coc,
-    )
-
-
-@dataclass(frozen=True)
-class DefocusLayers:
-    """The scene split into SYNDOF's depth layers.
-
-    Attributes:
-        layer_map: Layer index per pixel, int64 ``(H, W)``; 0 is the farthest.
-        coc: Rounded CoC per layer, float64 ``(L,)``.
-        depth: Depth per layer (the largest of its merged run), float64 ``(L,)``.
-        focus_index: Layers with index ``> focus_index`` get the background fill:
-            the first layer with ``coc <= 1``, or (no such layer) the number of
-            layers farther than the focus distance minus one.
-        f_number: The aperture number used.
-        focus_distance: The focus distance after any depth shift.
-        shift: The amount added to every depth (0 when none).
-    """
-
-    layer_map: np.ndarray
-    coc: np.ndarray
-    depth: np.ndarray
-    focus_index: int
-    f_number: float
-    focus_distance: float
-    shift: float
-
-    @property
-    def sigma_map(self) -> np.ndarray:
-        """Blur map ``(H, W)`` float32: each pixel's layer sigma."""
-        return coc_to_sigma(self.coc).astype(np.float32)[self.layer_map]
-
-
-def decompose_layers(
-    depth: np.ndarray,
-    image_width: int,
-    focal_length_mm: float,
-    focus_distance: float,
-    f_number: float | None = None,
-    max_coc: float = 29.0,
-) -> DefocusLayers:
-    """Depth shift, f-number and layer decomposition of SYNDOF.
-
-    Args:
-        depth: Valid depth in mm, ``(H, W)`` float.
-        image_width: Image width in pixels.
-        focal_length_mm: Focal length in mm.
-        focus_distance: Focus distance in mm (before the shift).
-        f_number: Aperture number, or ``None`` to solve it from ``max_coc``.
-        max_coc: Largest CoC in pixels (kernel support).
-
-    Returns:
-        The :class:`DefocusLayers`.
-    """
-    f = float(focal_length_mm)
-    z, focus_distance, shift = apply_depth_shift(depth, focus_distance, f)
-    check_camera(image_width, f, focus_distance)
-    # Sorted unique depths and each pixel's index among them (torch's is faster).
-    unique_t, inverse_t = torch.unique(torch.from_numpy(z), sorted=True, return_inverse=True)
-    unique, inverse = unique_t.numpy(), inverse_t.numpy()
-    unique_far = unique[::-1]
-    if f_number is None:
-        f_number = f_number_for(
-            float(unique[0]), float(unique[-1]), image_width, f, focus_distance, max_coc
-        )
-    elif not (math.isfinite(f_number) and f_number > 0):
-        raise ValueError(f"f_number: expected a positive finite value, got {f_number!r}")
-    cocs = coc_pixels(unique_far, image_width, f, focus_distance, f_number)
-    starts = np.ones(len(cocs), dtype=bool)
-    starts[1:] = cocs[1:] != cocs[:-1]
-    run_of_unique_far = np.cumsum(starts) - 1
-    layer_coc = cocs[starts]
-    layer_depth = unique_far[starts]
-    # Sorted ascending: unique index u is far-index (U - 1 - u).
-    run_of_unique = run_of_unique_far[::-1]
-    layer_map = run_of_unique[inverse.reshape(z.shape)].astype(np.int64)
-    in_focus = np.flatnonzero(layer_coc <= 1)
-    if in_focus.size:
-        focus_index = int(in_focus[0])
-    else:
-        focus_index = int((layer_depth > focus_distance).sum()) - 1
-    return DefocusLayers(
-        layer_map=layer_map,
-        coc=layer_coc,
-        depth=layer_depth,
-        focus_index=focus_index,
-        f_number=float(f_number),
-        focus_distance=float(focus_distance),
-        shift=shift,
-    )
 
 
 # --------------------------------------------------------------------------- blur
@@ -525,199 +216,13 @@ class _LayerPlan:
     fill: _Fill | None  # the fill before compositing the layer (None: no fill)
 
 
-class _Task:
-    """A queued call; :meth:`result` waits for it and re-raises its error."""
-
-    __slots__ = ("args", "done", "error", "fn", "value")
-
-    def __init__(self, fn: Any, args: tuple) -> None:
-        self.fn, self.args = fn, args
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            self.value = self.fn(*self.args)
-        except BaseException as error:  # re-raised by result() on the waiting thread
-            self.error = error
-        finally:
-            self.done.set()
-
-    def result(self) -> Any:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class _Pool:
-    """First-in first-out tasks run by ``helpers`` threads and by the waiting caller.
-
-    :meth:`wait` runs queued tasks on the calling thread until the awaited one is
-    done, so ``threads`` workers need only ``threads - 1`` helper threads and no
-    core sits idle (nor is oversubscribed) while the compositing thread waits.
-    A task may wait (plainly) for tasks queued before it: those have started.
-    """
-
-    def __init__(self, helpers: int, single_intra_op: bool = True) -> None:
-        """``single_intra_op``: helper threads run torch ops on one intra-op thread."""
-        self.threads = helpers + 1  # the waiting caller included
-        self._single_intra_op = single_intra_op
-        self._queue: deque[_Task] = deque()
-        self._queued = threading.Semaphore(0)
-        self._closed = False
-        self._helpers = [threading.Thread(target=self._work, daemon=True) for _ in range(helpers)]
-        for helper in self._helpers:
-            helper.start()
-
-    def submit(self, fn: Any, *args: Any) -> _Task:
-        task = _Task(fn, args)
-        self._queue.append(task)
-        self._queued.release()
-        return task
-
-    def _pop(self) -> _Task | None:
-        try:
-            return self._queue.popleft()
-        except IndexError:
-            return None
-
-    def _work(self) -> None:
-        with _rendering_thread(self._single_intra_op):
-            while True:
-                self._queued.acquire()
-                if self._closed:
-                    return
-                task = self._pop()
-                if task is not None:  # else the caller ran it
-                    task.run()
-
-    def wait(self, task: _Task) -> Any:
-        while not task.done.is_set():
-            other = self._pop()
-            if other is None:
-                break
-            other.run()
-        return task.result()
-
-    def cancel(self) -> None:
-        """Drop the tasks not yet started."""
-        self._queue.clear()
-
-    def shutdown(self) -> None:
-        self._closed = True
-        self._queue.clear()
-        for _ in self._helpers:
-            self._queued.release()
-        for helper in self._helpers:
-            helper.join()
-
-
-# --------------------------------------------------------------------------- thread state
-# Each rendering thread (the caller and the pool's helpers) changes two settings of
-# its own and restores them when it is done; no setting of the process changes.
-#
-# * Flush-denormal (``torch.set_flush_denormal``) sets the FTZ and DAZ bits of the
-#   calling thread's MXCSR register, so it is per thread: long products of
-#   ``(1 - mask)`` and the Gaussian tails underflow to subnormal floats, ~100x
-#   slower on x86, and are flushed to zero while rendering.
-# * One intra-op thread. Torch's intra-op pool would run the hundreds of small
-#   per-layer ops on OpenMP workers, which keep the floating-point mode they were
-#   started with, unflushed (a 15x slow-down measured at 480x640), and which
-#   oversubscribe the cores the pool's helpers use.
-#   ``torch.set_num_threads`` is process-wide (it also seeds every thread that
-#   first uses torch later, resizes the pthreadpool and clears oneDNN's cache), so
-#   the renderer calls the per-thread setters underneath it instead: OpenMP's
-#   ``omp_set_num_threads`` (the calling thread's ``nthreads`` ICV, which is what
-#   ``torch.get_num_threads`` reads) and MKL's ``mkl_set_num_threads_local``, as
-#   ``_harmonic`` does for SciPy's OpenBLAS.
-
-#: The smallest subnormal double; times 1.0 it is 0.0 exactly when denormals are flushed.
-_SUBNORMAL: float = struct.unpack("<d", struct.pack("<Q", 1))[0]
-
-
-def _denormals_flushed() -> bool:
-    """Whether the calling thread flushes denormals (``torch.set_flush_denormal``)."""
-    return _SUBNORMAL * 1.0 == 0.0
-
-
-@dataclass(frozen=True)
-class _IntraOpSetters:
-    """Per-thread setters of torch's intra-op parallelism."""
-
-    omp: Callable[[int], None]  # omp_set_num_threads of the OpenMP runtime torch uses
-    mkl_local: Callable[[int], int]  # mkl_set_num_threads_local: the previous value (0: unset)
-
-
-def _find_intra_op_setters() -> _IntraOpSetters | None:
-    """Look the setters up in the loaded ``libtorch_cpu`` (and so in its OpenMP runtime)."""
-    no_load = getattr(os, "RTLD_NOLOAD", None)
-    if no_load is None:  # pragma: no cover - Windows
-        return None
-    for path in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
-        try:
-            library = ctypes.CDLL(str(path), mode=no_load | os.RTLD_LAZY)
-            omp = library.omp_set_num_threads
-        except (OSError, AttributeError):
-            continue
-        omp.argtypes, omp.restype = [ctypes.c_int], None
-        # MKL's by-value C entry point (the lower-case name is its Fortran one).
-        mkl_local = getattr(library, "MKL_Set_Num_Threads_Local", None)
-        if mkl_local is None:  # pragma: no cover - torch without MKL
-            return _IntraOpSetters(omp, lambda count: 0)
-        mkl_local.argtypes, mkl_local.restype = [ctypes.c_int], ctypes.c_int
-        return _IntraOpSetters(omp, mkl_local)
-    return None  # pragma: no cover - a torch without a loaded libtorch_cpu
-
-
-@functools.cache
-def _intra_op_setters() -> _IntraOpSetters | None:
-    """The setters, if they do change what torch's intra-op pool uses on this thread.
-
-    ``None`` (Windows, a torch without OpenMP, an unusual build): the renderer then
-    leaves the intra-op pool alone, which gives the same result, more slowly.
-    """
-    setters = _find_intra_op_setters()
-    if setters is None:
-        return None
-    previous = torch.get_num_threads()  # also torch's lazy per-thread initialisation
-    setters.omp(1)
-    works = torch.get_num_threads() == 1
-    setters.omp(previous)
-    return setters if works else None
-
-
-@contextmanager
-def _rendering_thread(single_intra_op: bool) -> Iterator[None]:
-    """Flush denormals and (``single_intra_op``) use one intra-op thread, on this thread only.
-
-    Both settings are restored on exit, to what this thread had before.
-    """
-    flushed = _denormals_flushed()
-    torch.set_flush_denormal(True)
-    setters = _intra_op_setters() if single_intra_op else None
-    if setters is not None:
-        # First, so that torch's lazy per-thread initialisation cannot undo the change.
-        threads = torch.get_num_threads()
-        mkl_local = setters.mkl_local(1)
-        setters.omp(1)
-    try:
-        yield
-    finally:
-        if setters is not None:
-            setters.omp(threads)
-            setters.mkl_local(mkl_local)
-        torch.set_flush_denormal(flushed)
-
-
 class _Renderer:
     """SYNDOF's layered compositing with background fill; see :func:`render_defocus`.
 
     Per layer, everything that depends only on the layer map - the fill region and
     its factorized Laplace system, the layer's blurred mask and colour - is a task of
-    the :class:`_Pool`, queued ahead; the calling thread runs the sequential part
-    (normalising, solving the fill for the current known values, compositing) and
+    the :class:`~.threads._Pool`, queued ahead; the calling thread runs the sequential
+    part (normalising, solving the fill for the current known values, compositing) and
     runs queued tasks while it waits for a plan.
     """
 
@@ -910,6 +415,15 @@ def _fill_region(
 
 
 # --------------------------------------------------------------------------- public
+def _check_image(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"image: expected an (H, W, 3) RGB image, got shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"image: empty image of shape {shape}")
+    return shape[0], shape[1]
+
+
 def _resolve_device(image: Array, device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -949,7 +463,7 @@ def render_defocus(
 ) -> tuple[Array, Array]:
     """Render thin-lens defocus from an all-in-focus image and its depth (SYNDOF).
 
-    The depth is first cleaned by :func:`fill_invalid_depth` (with ``max_depth``).
+    The depth is first cleaned by :func:`~.lens.fill_invalid_depth` (with ``max_depth``).
     If the nearest depth is closer than ``5 f``, all depths *and the focus
     distance* are shifted so that the nearest equals ``5 f`` (SYNDOF shifts the
     depth before it picks the focus among the scene's depths, so the focus stays
@@ -961,11 +475,11 @@ def render_defocus(
         focal_length_mm: Focal length in mm.
         focus_distance: Focus distance in mm, greater than the focal length.
         f_number: Aperture number; ``None`` solves it so the largest CoC is
-            ``max_coc`` (the value :func:`solve_f_number` returns).
+            ``max_coc`` (the value :func:`~.lens.solve_f_number` returns).
         max_coc: Largest CoC in pixels, also the Gaussian support (SYNDOF: 29).
         device: Torch device to compute on (default: the image's, else CPU).
         dtype: Compute precision (``torch.float32`` or ``torch.float64``).
-        max_depth: Far clip for :func:`fill_invalid_depth`.
+        max_depth: Far clip for :func:`~.lens.fill_invalid_depth`.
         threads: CPU threads for this image, the calling one included (default:
             ``torch.get_num_threads()``, at most 4; it is 1 in DataLoader workers).
             ``threads - 1`` helper threads plan layers ahead while the calling thread
