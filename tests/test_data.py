@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ from svblur.data import (
     generate_scene,
     stereo_motorcycle_scene,
 )
+from svblur.data.transforms import record_to_sample
+from svblur.degradation import random_gaussian_noise, random_jpeg
 from svblur.degradation.pipeline import CameraPrior, DefocusBlur, SamplePipeline
 from svblur.degradation.resize import imresize
 
@@ -274,11 +278,15 @@ def test_zoom_scales_sigma(sigma_scaling: str, factor: float) -> None:
     augment = DefocusAugment(HR, 4, flip_p=0.0, zooms=(1.5,), sigma_scaling=sigma_scaling)
     out = augment(_record(1.2), np.random.default_rng(0))
     np.testing.assert_allclose(out["blur"], 1.2 * factor, rtol=1e-6)
-    assert out["hr"].shape == (*HR, 3) and out["lr"].shape == (HR[0] // 4, HR[1] // 4, 3)
+    assert out["hr"].shape == (*HR, 3) and out["hr_blurred"].shape == (*HR, 3)
+    # The augmentation makes no LR: the data set makes it once, after augmenting.
+    assert "lr" not in out
     # Labels are resampled nearest-neighbour: no class appears that was not there.
     assert {0, 3} <= set(np.unique(out["seg"])) <= {0, 3, IGNORE_INDEX}
-    # LR is recomputed from the augmented (here: unblurred) HR.
-    np.testing.assert_allclose(out["lr"], np.clip(imresize(out["hr"], 0.25), 0, 1), atol=1e-6)
+    # LR is made from the augmented (here: unblurred) HR.
+    lr = record_to_sample(out, 4)["lr"]
+    assert lr.shape == (HR[0] // 4, HR[1] // 4, 3)
+    np.testing.assert_allclose(lr, np.clip(imresize(out["hr"], 0.25), 0, 1), atol=1e-6)
 
 
 def test_zoom_scales_sigma_of_real_samples() -> None:
@@ -367,6 +375,80 @@ def test_hr_size_error_says_what_is_expected() -> None:
         SyntheticDefocus(hr_size=(50, 66))
     with pytest.raises(ValueError, match="split"):
         SyntheticDefocus(hr_size=HR, split="training")
+
+
+def _noisy_pipeline() -> SamplePipeline:
+    noise = [
+        functools.partial(random_gaussian_noise, sigma_range=(0.004, 0.02), gray_prob=0.4),
+        functools.partial(random_jpeg, quality_range=(90, 95)),
+    ]
+    return SamplePipeline(DefocusBlur(), noise=noise, scale=4)
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_lr_is_made_once_from_the_augmented_blurred_hr(noisy: bool) -> None:
+    pipeline = _noisy_pipeline() if noisy else None
+    seen: list[dict[str, np.ndarray]] = []
+
+    def augment(record: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        seen.append(DefocusAugment(HR, 4, flip_p=1.0, zooms=(1.2,))(record, rng))
+        return seen[-1]
+
+    ds = SyntheticDefocus(
+        num_samples=2, hr_size=HR, augment=augment, real_fraction=0.0, degradation=pipeline
+    )
+    item = ds[(1, 4)]
+    hr_blurred = seen[-1]["hr_blurred"]
+    if noisy:  # the LR steps draw from the stream of (seed, split, index, 3, epoch)
+        expected = ds.pipeline.to_lr(hr_blurred, np.random.default_rng([0, 0, 1, 3, 4]))
+    else:
+        expected = np.clip(imresize(hr_blurred, 0.25), 0, 1)
+    np.testing.assert_array_equal(item["lr"].numpy(), expected.transpose(2, 0, 1))
+
+
+# Per item, (sum, sum weighted by linspace(0, 1)) of `lr` and `hr`, as the data set gave
+# them before the LR image moved out of DefocusAugment (issue #22): items (1, epoch 2) and
+# 3 (epoch 0 with augmentation) of a training split with seed 5. The samples of a seed
+# must not change.
+FIXED_SEED_STATS = {
+    ("bicubic", False): [
+        {"lr": (57.5784, 24.1821), "hr": (922.2572, 388.3289)},
+        {"lr": (58.0329, 24.3193), "hr": (928.526, 389.7609)},
+    ],
+    ("bicubic", True): [
+        {"lr": (57.5784, 24.1821), "hr": (922.2572, 388.3289)},
+        {"lr": (56.1952, 23.0836), "hr": (904.3682, 369.9727)},
+    ],
+    ("noisy", False): [
+        {"lr": (57.9608, 24.3946), "hr": (922.2572, 388.3289)},
+        {"lr": (58.2039, 24.5398), "hr": (928.526, 389.7609)},
+    ],
+    ("noisy", True): [
+        {"lr": (57.9608, 24.3946), "hr": (922.2572, 388.3289)},
+        {"lr": (56.0863, 22.9046), "hr": (904.3682, 369.9727)},
+    ],
+}
+
+
+@pytest.mark.parametrize(("pipeline", "augment"), sorted(FIXED_SEED_STATS))
+def test_samples_of_a_fixed_seed_do_not_change(pipeline: str, augment: bool) -> None:
+    ds = SyntheticDefocus(
+        num_samples=4,
+        hr_size=(32, 32),
+        seed=5,
+        augment=augment,
+        degradation=_noisy_pipeline() if pipeline == "noisy" else None,
+        real_fraction=0.0,
+        cache=False,
+    )
+    items = [ds[(1, 2)], ds[(3, 0)] if augment else ds[3]]
+    for item, expected in zip(items, FIXED_SEED_STATS[(pipeline, augment)]):
+        assert set(item) == {"lr", "hr", "blur", "seg", "depth"}
+        for key, (total, weighted) in expected.items():
+            values = item[key].double().numpy().ravel()
+            weights = np.linspace(0.0, 1.0, values.size)
+            assert values.sum() == pytest.approx(total, abs=2e-4), key
+            assert (values * weights).sum() == pytest.approx(weighted, abs=2e-4), key
 
 
 def test_bad_labels_name_the_sample() -> None:

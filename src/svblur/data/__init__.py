@@ -13,6 +13,9 @@
 - Real blur kept by SR: ReBlurSR (:class:`ReBlurSRDataModule` over :class:`ReBlurSRFolder`),
   with blur masks; :class:`CombinedDataModule` trains on two modules at once (PBaSR).
 
+Readers of released trees raise :class:`DataLayoutError` (also known by the old names
+``BSRDataError``, ``MotionDataError`` and ``ReBlurSRDataError``), listing every problem.
+
 :data:`IGNORE_INDEX` is :data:`svblur.metrics.IGNORE_INDEX`, the label of unlabelled pixels.
 """
 
@@ -25,7 +28,7 @@ from svblur.data.bsr import (
     validate_bsr_root,
 )
 from svblur.data.combined import CombinedDataModule
-from svblur.data.datamodule import DefocusDataModule
+from svblur.data.folders import DataLayoutError
 from svblur.data.motion import (
     GoProPairs,
     MotionDataError,
@@ -48,7 +51,7 @@ from svblur.data.reblursr import (
     ReBlurSRFolder,
 )
 from svblur.data.scenes import CLASS_NAMES, Scene, generate_scene, stereo_motorcycle_scene
-from svblur.data.synthetic import SyntheticDefocus, default_max_coc
+from svblur.data.synthetic import DefocusDataModule, SyntheticDefocus, default_max_coc
 from svblur.data.transforms import DefocusAugment
 from svblur.metrics.functional import IGNORE_INDEX
 
@@ -61,6 +64,7 @@ __all__ = [
     "CityscapesBSRDataModule",
     "CityscapesRGBD",
     "CombinedDataModule",
+    "DataLayoutError",
     "DefocusAugment",
     "DefocusDataModule",
     "GoProPairs",

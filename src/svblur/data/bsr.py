@@ -20,7 +20,6 @@ Released archives carry no depth, so batches have no ``depth`` key.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from svblur.data.samplers import SplitsDataMixin, WorkerRNG
+from svblur.data.folders import (
+    DataLayoutError,
+    check_fraction,
+    check_loader_settings,
+    hold_out,
+    require_root,
+)
+from svblur.data.folders import list_images as _list_images
+from svblur.data.loaders import WorkerRNG
+from svblur.data.mixins import SplitsDataMixin
 from svblur.degradation import blur_map_from_png
 from svblur.errors import InputError
 from svblur.io import ImageMode, image_size, read_image
@@ -39,6 +47,7 @@ from svblur.metrics.functional import IGNORE_INDEX
 
 __all__ = [
     "BSR_DATASETS",
+    "BSR_LAYOUT",
     "GROUP_NAMES",
     "IMAGE_SUFFIXES",
     "BSRDataError",
@@ -98,30 +107,20 @@ def _spec(dataset: str) -> BSRSpec:
     return BSR_DATASETS[dataset]
 
 
-class BSRDataError(InputError):
-    """A released-layout tree that cannot be used; ``problems`` lists each finding.
+#: The layout :class:`BSRDataError` messages end with.
+BSR_LAYOUT = (
+    "<root>/train/{GT,LRx4,blur,semseg}, <root>/val/{GT,semseg} and "
+    "<root>/val/Group{1..5}/{LRx4,blur}, with the same file names in matching folders "
+    "(run `svblur-check-data ROOT --dataset ...` to re-check)."
+)
 
-    Args:
-        problems: One line per problem, each naming the file or folder concerned.
-        root: The data root, for the message header.
-        title: Data set name for the message header.
-    """
+#: The error of an unusable released tree (the readers' common
+#: :class:`~svblur.data.folders.DataLayoutError`; this name is kept for callers).
+BSRDataError = DataLayoutError
 
-    def __init__(self, problems: Sequence[str], root: str | Path = "", title: str = "BSR") -> None:
-        self.problems = list(problems)
-        self.root = str(root)
-        shown = self.problems[:25]
-        more = len(self.problems) - len(shown)
-        lines = [f"{title} data at {self.root} is not usable ({len(self.problems)} problem(s)):"]
-        lines += [f"  - {p}" for p in shown]
-        if more > 0:
-            lines.append(f"  ... and {more} more")
-        lines.append(
-            "Expected <root>/train/{GT,LRx4,blur,semseg}, <root>/val/{GT,semseg} and "
-            "<root>/val/Group{1..5}/{LRx4,blur}, with the same file names in matching folders "
-            "(run `svblur-check-data ROOT --dataset ...` to re-check)."
-        )
-        super().__init__("\n".join(lines))
+
+def _layout_error(problems: Sequence[str], root: str | Path, title: str = "BSR") -> BSRDataError:
+    return BSRDataError(problems, root, title, BSR_LAYOUT)
 
 
 def convert_labels(raw: np.ndarray, dataset: str) -> np.ndarray:
@@ -151,12 +150,9 @@ def sample_key(path: str | Path) -> str:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    folder = Path(folder)
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.name,
-    )
+    """Image files (:data:`IMAGE_SUFFIXES`) directly inside ``folder``, sorted by name, hidden
+    files left out (:func:`svblur.data.folders.list_images`)."""
+    return _list_images(folder, IMAGE_SUFFIXES)
 
 
 def bsr_split_folders(root: str | Path, split: str, scale: int = 4) -> dict[str, Path]:
@@ -209,7 +205,7 @@ def validate_bsr_root(
     spec = _spec(dataset)
     root = Path(root)
     if not root.is_dir():
-        raise BSRDataError(
+        raise _layout_error(
             [f"data root {root} does not exist or is not a folder"], root, spec.title
         )
     splits = ("train", *GROUP_NAMES)
@@ -217,7 +213,7 @@ def validate_bsr_root(
     unique = sorted({folder for roles in folders.values() for folder in roles.values()})
     missing = [f"missing folder {folder}" for folder in unique if not folder.is_dir()]
     if missing:
-        raise BSRDataError(missing, root, spec.title)
+        raise _layout_error(missing, root, spec.title)
 
     listing = {folder: list_images(folder) for folder in unique}
     problems: list[str] = []
@@ -297,7 +293,7 @@ def validate_bsr_root(
                         f"{hr_path} is {width}x{height}"
                     )
     if problems:
-        raise BSRDataError(problems, root, spec.title)
+        raise _layout_error(problems, root, spec.title)
     return counts
 
 
@@ -306,7 +302,7 @@ def _read(path: Path, mode: ImageMode) -> np.ndarray:
     try:
         return read_image(path, mode)
     except InputError as error:
-        raise BSRDataError([str(error)], path.parent) from None
+        raise _layout_error([str(error)], path.parent) from None
 
 
 class BSRFolderDataset(Dataset):
@@ -358,14 +354,13 @@ class BSRFolderDataset(Dataset):
         files = {}
         for role, folder in folders.items():
             if not folder.is_dir():
-                raise BSRDataError([f"missing folder {folder}"], self.root, self.spec.title)
+                raise _layout_error([f"missing folder {folder}"], self.root, self.spec.title)
             files[role] = list_images(folder)
         counts = {len(v) for v in files.values()}
         if len(counts) != 1:
-            raise BSRDataError(
-                [
-                    f"unequal image counts in split {split}: { ({k: len(v) for k, v in files.items()}) }"
-                ],
+            counts_by_role = {role: len(paths) for role, paths in files.items()}
+            raise _layout_error(
+                [f"unequal image counts in split {split}: {counts_by_role}"],
                 self.root,
                 self.spec.title,
             )
@@ -514,19 +509,14 @@ class BSRDataModule(SplitsDataMixin, L.LightningDataModule):
             )
         if val_source not in ("train", "test"):
             raise ValueError(f"val_source must be 'train' or 'test', got {val_source!r}")
-        if val_source == "train" and not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if val_source == "train":
+            check_fraction("val_fraction", val_fraction)
         if val_group not in GROUP_NAMES:
             raise ValueError(f"val_group must be one of {list(GROUP_NAMES)}, got {val_group!r}")
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if root is None or str(root) in ("", "???"):
-            raise ValueError(f"root is required: the folder of the {self.spec.title} archive")
+        check_loader_settings(batch_size, eval_batch_size, num_workers)
+        data_root = require_root(root, f"the folder of the {self.spec.title} archive")
         self.save_hyperparameters(logger=False)
-        self.root = Path(root)
+        self.root = data_root
         self.dataset = self.spec.name
         self.num_classes = self.spec.num_classes
         self.scale = int(scale)
@@ -559,13 +549,14 @@ class BSRDataModule(SplitsDataMixin, L.LightningDataModule):
         total = self.validate()["train"]
         if self.val_source == "test":
             return list(range(total)), []
-        held_out = max(1, math.floor(total * self.val_fraction + 0.5))
-        if held_out >= total:
-            raise ValueError(
-                f"val_fraction={self.val_fraction} leaves no training images out of {total}"
-            )
-        order = np.random.default_rng([self.seed, 11]).permutation(total)
-        return sorted(int(i) for i in order[held_out:]), sorted(int(i) for i in order[:held_out])
+        return hold_out(
+            total,
+            self.val_fraction,
+            self.seed,
+            owner=f"the {self.spec.title} train split",
+            unit="image",
+            hint="set data.val_source=test",
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Validate the tree, then create the data sets needed by ``stage``."""

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from svblur.data.samplers import ResumableDataMixin
+from svblur.data.mixins import ResumableDataMixin
 
 __all__ = ["CombinedDataModule"]
 

@@ -27,7 +27,6 @@ none. Batches: ``lr`` ``(B, 3, h, w)``, ``hr`` ``(B, 3, H, W)``, ``name`` (``lis
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,11 +37,26 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from svblur.data.samplers import SplitsDataMixin, WorkerRNG
+from svblur.data.folders import (
+    DataLayoutError,
+    check_crop_fits,
+    check_loader_settings,
+    check_scale,
+    check_source_scales,
+    crop_pair,
+    evenly_spaced,
+    hold_out,
+    images_by_stem,
+    require_root,
+    shown_names,
+    subfolders,
+)
+from svblur.data.loaders import WorkerRNG
+from svblur.data.mixins import SplitsDataMixin
 from svblur.degradation.noise import add_gaussian_noise
 from svblur.degradation.resize import imresize
 from svblur.errors import InputError
-from svblur.io import IMAGE_SUFFIXES, image_size, read_image
+from svblur.io import image_size, read_image
 
 __all__ = [
     "GOPRO_LAYOUT",
@@ -63,31 +77,9 @@ GOPRO_LAYOUT = "GOPRO_Large/<split>/<sequence>/{blur,sharp}"
 #: frames, or the bicubic downsampling of the blurred HR frames ``*_blur``.
 REDS_LR_SOURCES: tuple[str, ...] = ("bicubic_blur", "blur")
 
-_MAX_SHOWN = 5
-
-
-class MotionDataError(InputError):
-    """A GoPro / REDS tree that cannot be used; ``problems`` lists each finding.
-
-    Args:
-        problems: One line per problem, each naming the folder or file concerned.
-        root: The data root, for the message header.
-        title: Data set name for the message header.
-        expected: The layout the reader expects, for the message's last line.
-    """
-
-    def __init__(
-        self, problems: Sequence[str], root: str | Path, title: str, expected: str
-    ) -> None:
-        self.problems = list(problems)
-        self.root = str(root)
-        shown = self.problems[:25]
-        lines = [f"{title} data at {self.root} is not usable ({len(self.problems)} problem(s)):"]
-        lines += [f"  - {p}" for p in shown]
-        if len(self.problems) > len(shown):
-            lines.append(f"  ... and {len(self.problems) - len(shown)} more")
-        lines.append(f"Expected {expected}")
-        super().__init__("\n".join(lines))
+#: The error of an unusable GoPro / REDS tree (the readers' common
+#: :class:`~svblur.data.folders.DataLayoutError`; this name is kept for callers).
+MotionDataError = DataLayoutError
 
 
 @dataclass(frozen=True)
@@ -109,41 +101,13 @@ class MotionPair:
     hr_size: tuple[int, int] | None = None
 
 
-def _shown(items: Sequence[str]) -> str:
-    head = ", ".join(items[:_MAX_SHOWN])
-    return head + (f", ... ({len(items)} in all)" if len(items) > _MAX_SHOWN else "")
-
-
-def _subfolders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _frames(folder: Path, problems: list[str]) -> dict[str, Path]:
-    """Image files of ``folder`` by stem; two files with one stem are a problem."""
-    frames: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if (
-            not path.is_file()
-            or path.name.startswith(".")
-            or path.suffix.lower() not in IMAGE_SUFFIXES
-        ):
-            continue
-        if path.stem in frames:
-            problems.append(
-                f"two frames named {path.stem} in {folder}: {frames[path.stem].name}, {path.name}"
-            )
-            continue
-        frames[path.stem] = path
-    return frames
-
-
 def _match_frames(
     sequence: str, source_folder: Path, hr_folder: Path, problems: list[str]
 ) -> list[MotionPair]:
     """The pairs of one sequence, or none (and a problem) when its frame lists differ."""
     found = len(problems)
-    source = _frames(source_folder, problems)
-    hr = _frames(hr_folder, problems)
+    source = images_by_stem(source_folder, problems, "frames")
+    hr = images_by_stem(hr_folder, problems, "frames")
     if not hr:
         problems.append(f"no frames in {hr_folder}")
     only_source = sorted(set(source) - set(hr))
@@ -151,9 +115,9 @@ def _match_frames(
     if hr and (only_source or only_hr):
         detail = []
         if only_source:
-            detail.append(f"only in {source_folder.name}/: {_shown(only_source)}")
+            detail.append(f"only in {source_folder.name}/: {shown_names(only_source)}")
         if only_hr:
-            detail.append(f"only in {hr_folder.name}/: {_shown(only_hr)}")
+            detail.append(f"only in {hr_folder.name}/: {shown_names(only_hr)}")
         problems.append(
             f"sequence {sequence}: the frames of {source_folder} and {hr_folder} differ ("
             + "; ".join(detail)
@@ -212,13 +176,9 @@ class MotionPairs:
     title = "motion"
 
     def __init__(self, root: str | Path, split: str, scale: int) -> None:
-        if int(scale) < 1:
-            raise ValueError(f"scale must be >= 1, got {scale}")
-        if root is None or str(root) in ("", "???"):
-            raise InputError(f"data.root is required: the folder of the {self.title} data")
-        self.root = Path(root)
+        self.scale = check_scale(scale)
+        self.root = require_root(root, f"the folder of the {self.title} data")
         self.split = split
-        self.scale = int(scale)
         self.source_is_lr = False
         self.pairs: list[MotionPair] = []
 
@@ -316,7 +276,7 @@ class GoProPairs(MotionPairs):
         split_folder = base / split
         if not split_folder.is_dir():
             raise fail([f"missing folder {split_folder} (expected {layout})"])
-        sequences = _subfolders(split_folder)
+        sequences = subfolders(split_folder)
         if not sequences:
             raise fail([f"no sequences in {split_folder} (expected {layout})"])
         problems: list[str] = []
@@ -400,18 +360,18 @@ class REDSPairs(MotionPairs):
         if problems:
             raise fail(problems)
         source_folder, hr_folder = folders["source"], folders["hr"]
-        source_seqs, hr_seqs = _subfolders(source_folder), _subfolders(hr_folder)
+        source_seqs, hr_seqs = subfolders(source_folder), subfolders(hr_folder)
         if not hr_seqs:
             problems.append(f"no sequences in {hr_folder}")
         only_source = sorted(set(source_seqs) - set(hr_seqs))
         only_hr = sorted(set(hr_seqs) - set(source_seqs))
         if only_source:
             problems.append(
-                f"sequences in {source_folder} but not in {hr_folder}: {_shown(only_source)}"
+                f"sequences in {source_folder} but not in {hr_folder}: {shown_names(only_source)}"
             )
         if only_hr:
             problems.append(
-                f"sequences in {hr_folder} but not in {source_folder}: {_shown(only_hr)}"
+                f"sequences in {hr_folder} but not in {source_folder}: {shown_names(only_hr)}"
             )
         pairs: list[MotionPair] = []
         for sequence in hr_seqs:
@@ -430,14 +390,6 @@ class REDSPairs(MotionPairs):
 def noise_group_name(level: float) -> str:
     """Name of the test group at noise ``level`` (grey levels): ``"noise0"``, ``"noise10"``."""
     return f"noise{float(level):g}"
-
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if len(value) != 2:
-        raise ValueError(f"crop_size must be an int or (H, W), got {value}")
-    return int(value[0]), int(value[1])
 
 
 class MotionSRDataset(Dataset):
@@ -497,7 +449,7 @@ class MotionSRDataset(Dataset):
         if not fixed:
             if crop_size is None:
                 raise ValueError("training needs a crop_size (HR patch side, e.g. 256)")
-            crop = _pair(crop_size)
+            crop = crop_pair(crop_size)
             if crop[0] % self.scale or crop[1] % self.scale or min(crop) < self.scale:
                 raise ValueError(f"crop_size must be a multiple of scale={self.scale}, got {crop}")
             if rotate and crop[0] != crop[1]:
@@ -637,13 +589,7 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
         **source_settings: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if int(num_workers) < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if val_max_images is not None and int(val_max_images) < 1:
-            raise ValueError(f"val_max_images must be >= 1 or null, got {val_max_images}")
+        check_loader_settings(batch_size, eval_batch_size, num_workers, val_max_images)
         levels = [float(level) for level in test_noise_levels]
         names = [noise_group_name(level) for level in levels]
         if len(set(names)) != len(names):
@@ -660,12 +606,7 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.seed = int(seed)
         self.noise_range = tuple(float(v) for v in noise_range)
-        for source in (train_source, test_source, val_source):
-            if source is not None and source.scale != self.scale:
-                raise ValueError(
-                    f"data.scale={self.scale} differs from the {source.title} {source.split} "
-                    f"source's scale {source.scale}"
-                )
+        check_source_scales(self.scale, (train_source, test_source, val_source))
         common = {"scale": self.scale, "noise_range": self.noise_range, "seed": self.seed}
 
         if val_source is None:
@@ -674,13 +615,16 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
         else:
             train_idx, val_idx = list(range(len(train_source))), list(range(len(val_source)))
             val_base = val_source
-        if val_max_images is not None and len(val_idx) > int(val_max_images):
-            picks = np.linspace(0, len(val_idx) - 1, int(val_max_images)).round().astype(int)
-            val_idx = [val_idx[i] for i in sorted(set(picks.tolist()))]
+        val_idx = evenly_spaced(val_idx, val_max_images)
         train = MotionSRDataset(
             train_source, train_idx, crop_size, rotate=rotate, hflip=hflip, **common
         )
-        self._check_crop(train_source, train_idx, _pair(crop_size))
+        check_crop_fits(
+            crop_pair(crop_size),
+            self.scale,
+            ((train_source.pairs[i].hr, train_source.pairs[i].hr_size) for i in train_idx),
+            f"{train_source.title} frame",
+        )
         self.datasets: dict[str, Dataset] = {
             "train": train,
             "val": MotionSRDataset(val_base, val_idx, fixed=True, **common),
@@ -695,34 +639,15 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
 
     def _hold_out(self, source: MotionPairs, fraction: float) -> tuple[list[int], list[int]]:
         """Training and validation positions: whole sequences held out, chosen by ``seed``."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
         sequences = sorted(set(source.sequences))
-        held = max(1, math.floor(len(sequences) * fraction + 0.5))
-        if held >= len(sequences):
-            raise InputError(
-                f"the {source.title} {source.split} split has {len(sequences)} sequence(s): "
-                f"holding out {held} for validation (val_fraction={fraction}) leaves none to "
-                "train on; lower data.val_fraction or give data.val_source"
-            )
-        order = np.random.default_rng([self.seed, 11]).permutation(len(sequences))
-        val_seqs = {sequences[i] for i in order[:held]}
+        _, held = hold_out(
+            len(sequences),
+            fraction,
+            self.seed,
+            owner=f"the {source.title} {source.split} split",
+            unit="sequence",
+        )
+        val_seqs = {sequences[i] for i in held}
         train_idx = [i for i, seq in enumerate(source.sequences) if seq not in val_seqs]
         val_idx = [i for i, seq in enumerate(source.sequences) if seq in val_seqs]
         return train_idx, val_idx
-
-    def _check_crop(
-        self, source: MotionPairs, indices: Sequence[int], crop: tuple[int, int]
-    ) -> None:
-        """Fail now, not mid-epoch, when a training frame is smaller than the patch."""
-        for i in indices:
-            pair = source.pairs[i]
-            if pair.hr_size is None:
-                continue
-            height = pair.hr_size[0] // self.scale * self.scale
-            width = pair.hr_size[1] // self.scale * self.scale
-            if crop[0] > height or crop[1] > width:
-                raise InputError(
-                    f"crop_size {crop} is larger than the {source.title} frame {pair.hr} "
-                    f"({height}x{width}, HxW); lower data.crop_size"
-                )

@@ -27,7 +27,9 @@ import torch
 from torch.utils.data import Dataset
 
 from svblur.data.builders.common import GROUP_NAMES, invariant_masks
-from svblur.data.samplers import SplitsDataMixin, WorkerRNG
+from svblur.data.folders import check_loader_settings, hold_out, list_images
+from svblur.data.loaders import WorkerRNG
+from svblur.data.mixins import SplitsDataMixin
 from svblur.degradation import fill_invalid_depth, render_defocus, render_uniform_blur
 from svblur.degradation.pipeline import (
     Camera,
@@ -207,9 +209,7 @@ class RGBDFolder:
         rgb = self.root / "rgb"
         if not rgb.is_dir():
             raise InputError(f"missing folder {rgb} (expected <root>/rgb, <root>/depth)")
-        self.images = sorted(
-            p for p in rgb.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
-        )
+        self.images = list_images(rgb, (".png", ".jpg", ".jpeg"))
         if not self.images:
             raise InputError(f"no images in {rgb}")
         self.depths = []
@@ -272,11 +272,7 @@ class ImageFolder:
         presplit = (base / "train").is_dir() and (base / "test").is_dir()
         self.root = base / split if presplit and split != "all" else base
         self.depth_scale = float(depth_scale)
-        images = sorted(
-            p
-            for p in self.root.iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        images = list_images(self.root)
         if not images:
             raise InputError(f"no images in {self.root} (expected {sorted(IMAGE_SUFFIXES)} files)")
         bad = []
@@ -291,10 +287,20 @@ class ImageFolder:
                 + "; ".join(bad[:5])
             )
         if not presplit and split != "all":
-            order = np.random.default_rng([int(seed), 13]).permutation(len(images))
-            held = max(1, math.floor(len(images) * test_fraction + 0.5)) if len(images) > 1 else 0
-            chosen = order[:held] if split == "test" else order[held:]
-            images = [images[i] for i in sorted(chosen.tolist())]
+            kept, held = [0], []  # one image: all of it trains
+            if len(images) > 1:
+                kept, held = hold_out(
+                    len(images),
+                    test_fraction,
+                    seed,
+                    owner=f"the image folder {base}",
+                    unit="image",
+                    setting="test_fraction",
+                    purpose="for testing",
+                    hint="give <root>/train and <root>/test folders",
+                    salt=13,
+                )
+            images = [images[i] for i in (held if split == "test" else kept)]
             if not images:
                 raise InputError(
                     f"{base}: too few images for a {split} split (test_fraction={test_fraction})"
@@ -597,6 +603,7 @@ class OnTheFlyDefocusDataModule(SplitsDataMixin, L.LightningDataModule):
         **source_settings: Any,
     ) -> None:
         super().__init__()
+        check_loader_settings(batch_size, eval_batch_size, num_workers)
         self.source_settings = source_settings
         pipeline = (
             SamplePipeline(DefocusBlur(), scale=scale) if degradation is None else degradation
@@ -637,11 +644,13 @@ class OnTheFlyDefocusDataModule(SplitsDataMixin, L.LightningDataModule):
         }
         eval_crop = None if eval_crop_size is None else tuple(eval_crop_size)
         if val_source is None:
-            order = np.random.default_rng([self.seed, 11]).permutation(len(train_source))
-            held = max(1, math.floor(len(train_source) * val_fraction + 0.5))
-            if held >= len(train_source):
-                raise ValueError(f"val_fraction={val_fraction} leaves no training samples")
-            val_idx, train_idx = sorted(order[:held].tolist()), sorted(order[held:].tolist())
+            train_idx, val_idx = hold_out(
+                len(train_source),
+                val_fraction,
+                self.seed,
+                owner="the training source",
+                unit="sample",
+            )
             val_source = _IndexedSource(train_source, val_idx)
             train_source = _IndexedSource(train_source, train_idx)
         self.datasets: dict[str, Dataset] = {

@@ -36,7 +36,6 @@ steps only (the photos are already blurred), or reads the released LR;
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +46,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from svblur.data.folders import (
+    DataLayoutError,
+    check_crop_fits,
+    check_loader_settings,
+    check_scale,
+    check_source_scales,
+    crop_pair,
+    evenly_spaced,
+    hold_out,
+    images_by_stem,
+    require_root,
+    shown_names,
+)
+from svblur.data.loaders import WorkerRNG
+from svblur.data.mixins import SplitsDataMixin
 from svblur.data.onthefly import RGBDSample
-from svblur.data.samplers import SplitsDataMixin, WorkerRNG
 from svblur.degradation.pipeline import SamplePipeline
 from svblur.errors import InputError
-from svblur.io import IMAGE_SUFFIXES, image_size, read_image
+from svblur.io import image_size, read_image
 
 __all__ = [
     "REBLURSR_BLUR_TYPES",
@@ -70,30 +83,13 @@ REBLURSR_BLUR_TYPES: tuple[str, ...] = ("defocus", "motion")
 
 #: Split name -> its folder in the release (the split script writes ``valid/``).
 _SPLIT_FOLDERS = {"train": "train", "test": "valid"}
-_MAX_SHOWN = 5
 #: Released mask values at or above this are sharp when a mask is not binary.
 _MASK_THRESHOLD = 128
 
 
-class ReBlurSRDataError(InputError):
-    """A ReBlurSR tree that cannot be used; ``problems`` lists each finding.
-
-    Args:
-        problems: One line per problem, each naming the folder or file concerned.
-        root: The data root, for the message header.
-        expected: The layout expected, for the message's last line.
-    """
-
-    def __init__(self, problems: Sequence[str], root: str | Path, expected: str) -> None:
-        self.problems = list(problems)
-        self.root = str(root)
-        shown = self.problems[:25]
-        lines = [f"ReBlurSR data at {self.root} is not usable ({len(self.problems)} problem(s)):"]
-        lines += [f"  - {p}" for p in shown]
-        if len(self.problems) > len(shown):
-            lines.append(f"  ... and {len(self.problems) - len(shown)} more")
-        lines.append(f"Expected {expected}")
-        super().__init__("\n".join(lines))
+#: The error of an unusable ReBlurSR tree (the readers' common
+#: :class:`~svblur.data.folders.DataLayoutError`; this name is kept for callers).
+ReBlurSRDataError = DataLayoutError
 
 
 @dataclass(frozen=True)
@@ -142,30 +138,6 @@ def blur_mask_from_released(raw: np.ndarray) -> tuple[np.ndarray, bool]:
     return (values < _MASK_THRESHOLD).astype(np.float32), binary
 
 
-def _shown(items: Sequence[str]) -> str:
-    head = ", ".join(items[:_MAX_SHOWN])
-    return head + (f", ... ({len(items)} in all)" if len(items) > _MAX_SHOWN else "")
-
-
-def _images(folder: Path, problems: list[str]) -> dict[str, Path]:
-    """Image files of ``folder`` by stem; two files with one stem are a problem."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if (
-            not path.is_file()
-            or path.name.startswith(".")
-            or path.suffix.lower() not in IMAGE_SUFFIXES
-        ):
-            continue
-        if path.stem in found:
-            problems.append(
-                f"two files named {path.stem} in {folder}: {found[path.stem].name}, {path.name}"
-            )
-            continue
-        found[path.stem] = path
-    return found
-
-
 class ReBlurSRFolder:
     """One split of ReBlurSR: HR photos with their blur masks (and, optionally, LR).
 
@@ -192,6 +164,7 @@ class ReBlurSRFolder:
     """
 
     has_depth = False
+    title = "ReBlurSR"
 
     def __init__(
         self,
@@ -207,13 +180,9 @@ class ReBlurSRFolder:
     ) -> None:
         if split not in _SPLIT_FOLDERS:
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if int(scale) < 1:
-            raise ValueError(f"scale must be >= 1, got {scale}")
-        if root is None or str(root) in ("", "???"):
-            raise InputError("data.root is required: the ReBlurSR folder (holding train/, valid/)")
-        self.root = Path(root)
+        self.scale = check_scale(scale)
+        self.root = require_root(root, "the ReBlurSR folder (holding train/, valid/)")
         self.split = split
-        self.scale = int(scale)
         self.blur_types = tuple(blur_types or ())
         self.lr_folder = lr_folder or None
         self.split_folder = self.root / (split_folder or _SPLIT_FOLDERS[split])
@@ -225,7 +194,7 @@ class ReBlurSRFolder:
         )
 
         def fail(problems: list[str]) -> ReBlurSRDataError:
-            return ReBlurSRDataError(problems, self.root, expected)
+            return ReBlurSRDataError(problems, self.root, self.title, expected)
 
         if not self.root.is_dir():
             raise fail([f"data root {self.root} does not exist or is not a folder"])
@@ -259,17 +228,17 @@ class ReBlurSRFolder:
     def _match(blur_type: str, folders: list[Path], problems: list[str]) -> list[ReBlurSRItem]:
         """The items of one blur type, or none (and problems) when the stems differ."""
         found = len(problems)
-        hr, mask, *lr = (_images(folder, problems) for folder in folders)
+        hr, mask, *lr = (images_by_stem(folder, problems) for folder in folders)
         if not hr:
             problems.append(f"no images in {folders[0]}")
         for other, folder in zip((mask, *lr), folders[1:]):
             without = sorted(set(hr) - set(other))
             extra = sorted(set(other) - set(hr))
             if without:
-                shown = _shown([hr[s].name for s in without])
+                shown = shown_names([hr[s].name for s in without])
                 problems.append(f"{shown} in {folders[0]} without a file in {folder}")
             if extra:
-                shown = _shown([other[s].name for s in extra])
+                shown = shown_names([other[s].name for s in extra])
                 problems.append(f"{shown} in {folder} without an image in {folders[0]}")
         if len(problems) > found:
             return []
@@ -448,7 +417,7 @@ class ReBlurSRDataset(Dataset):
     ) -> None:
         super().__init__()
         self.scale = int(scale)
-        self.crop_size = _pair(crop_size)
+        self.crop_size = crop_pair(crop_size)
         if self.crop_size is not None and (
             self.crop_size[0] % self.scale or self.crop_size[1] % self.scale
         ):
@@ -538,17 +507,6 @@ class ReBlurSRDataset(Dataset):
         }
 
 
-def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return int(size), int(size)
-    values = [int(v) for v in size]
-    if len(values) != 2:
-        raise ValueError(f"crop sizes are a side or (H, W), got {size!r}")
-    return values[0], values[1]
-
-
 # --------------------------------------------------------------------------- DataModule
 class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
     """ReBlurSR for blind SR that keeps the blur: patches for training, whole photos for test.
@@ -609,13 +567,7 @@ class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
         **source_settings: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if int(num_workers) < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if val_max_images is not None and int(val_max_images) < 1:
-            raise ValueError(f"val_max_images must be >= 1 or null, got {val_max_images}")
+        check_loader_settings(batch_size, eval_batch_size, num_workers, val_max_images)
         self.save_hyperparameters(
             logger=False, ignore=["train_source", "test_source", "val_source", "degradation"]
         )
@@ -628,27 +580,34 @@ class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.seed = int(seed)
         pipeline = SamplePipeline(None, scale=self.scale) if degradation is None else degradation
-        for source in (train_source, test_source, val_source):
-            if source is not None and source.scale != self.scale:
-                raise ValueError(
-                    f"data.scale={self.scale} differs from the ReBlurSR {source.split} "
-                    f"source's scale {source.scale}"
-                )
+        check_source_scales(self.scale, (train_source, test_source, val_source))
         common = {"scale": self.scale, "degradation": pipeline, "seed": self.seed}
 
         if val_source is None:
-            train_idx, val_idx = self._hold_out(train_source, float(val_fraction))
+            train_idx, val_idx = hold_out(
+                len(train_source),
+                float(val_fraction),
+                self.seed,
+                owner=f"the ReBlurSR {train_source.split} split",
+                unit="photo",
+            )
             val_base = train_source
         else:
             train_idx, val_idx = list(range(len(train_source))), list(range(len(val_source)))
             val_base = val_source
-        if val_max_images is not None and len(val_idx) > int(val_max_images):
-            picks = np.linspace(0, len(val_idx) - 1, int(val_max_images)).round().astype(int)
-            val_idx = [val_idx[i] for i in sorted(set(picks.tolist()))]
-        crop = _pair(crop_size)
-        self._check_crop(train_source, train_idx, crop, "crop_size")
-        if val_crop_size is not None:
-            self._check_crop(val_base, val_idx, _pair(val_crop_size), "val_crop_size")
+        val_idx = evenly_spaced(val_idx, val_max_images)
+        crop = crop_pair(crop_size)
+        for source, indices, size, setting in (
+            (train_source, train_idx, crop, "crop_size"),
+            (val_base, val_idx, crop_pair(val_crop_size), "val_crop_size"),
+        ):
+            check_crop_fits(
+                size,
+                self.scale,
+                ((source.items[i].hr, source.items[i].size) for i in indices),
+                "ReBlurSR photo",
+                setting,
+            )
         self.datasets: dict[str, Dataset] = {
             "train": ReBlurSRDataset(
                 train_source, crop_size=crop, hflip=hflip, indices=train_idx, **common
@@ -673,40 +632,4 @@ class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
             else:
                 self.datasets["test"] = ReBlurSRDataset(
                     test_source, crop_size=test_crop_size, fixed=True, **common
-                )
-
-    def _hold_out(self, source: ReBlurSRFolder, fraction: float) -> tuple[list[int], list[int]]:
-        """Training and validation positions, drawn by ``seed``."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
-        held = max(1, math.floor(len(source) * fraction + 0.5))
-        if held >= len(source):
-            raise InputError(
-                f"the ReBlurSR {source.split} split has {len(source)} photo(s): holding out "
-                f"{held} for validation (val_fraction={fraction}) leaves none to train on; "
-                "lower data.val_fraction or give data.val_source"
-            )
-        order = np.random.default_rng([self.seed, 11]).permutation(len(source))
-        return sorted(order[held:].tolist()), sorted(order[:held].tolist())
-
-    def _check_crop(
-        self,
-        source: ReBlurSRFolder,
-        indices: Sequence[int],
-        crop: tuple[int, int] | None,
-        setting: str,
-    ) -> None:
-        """Fail now, not mid-epoch, when a photo is smaller than the crop."""
-        if crop is None:
-            return
-        for i in indices:
-            item = source.items[i]
-            if item.size is None:
-                continue
-            height = item.size[0] // self.scale * self.scale
-            width = item.size[1] // self.scale * self.scale
-            if crop[0] > height or crop[1] > width:
-                raise InputError(
-                    f"{setting} {crop} is larger than the ReBlurSR photo {item.hr} "
-                    f"({height}x{width}, HxW); lower data.{setting}"
                 )

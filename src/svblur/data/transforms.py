@@ -1,8 +1,9 @@
 """Training augmentation for defocus samples: horizontal flip and zoom, blur-consistent.
 
 The augmentation acts on a *rendered record* (numpy, HWC) that still holds the blurred
-HR image, so the LR input can be recomputed from the augmented blurred HR with
-:func:`svblur.degradation.resize.imresize` and stays consistent with the targets.
+HR image and returns the augmented record; the LR input is made afterwards, once, from
+the augmented blurred HR by the sample pipeline (:func:`record_to_sample`), so it stays
+consistent with the targets.
 
 Zooming an image by ``z`` enlarges its blur in pixels by ``z`` as well, so by default
 (``sigma_scaling="physical"``) the blur map is multiplied by the zoom. The authors'
@@ -20,29 +21,37 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from svblur.degradation.pipeline import Bicubic
+from svblur.degradation.pipeline import SamplePipeline
 
 __all__ = ["DefocusAugment", "SigmaScaling", "record_to_sample"]
 
 SigmaScaling = Literal["physical", "released"]
 
 
-def record_to_sample(record: dict[str, np.ndarray], scale: int) -> dict[str, np.ndarray]:
-    """Turn a rendered record into the numpy arrays of a sample (LR made from blurred HR).
+def record_to_sample(
+    record: dict[str, np.ndarray],
+    pipeline: SamplePipeline | int,
+    rng: np.random.Generator | None = None,
+) -> dict[str, np.ndarray]:
+    """Turn a (rendered or augmented) record into the numpy arrays of a sample.
 
     Args:
         record: ``hr`` and ``hr_blurred`` ``(H, W, 3)`` float32, ``seg`` ``(H, W)``
             integer labels, ``depth`` ``(H, W)`` mm and the degradation's maps
             (``blur`` ``(H, W)`` sigma, ``blur_mask`` ``(H, W)``, ``kernels``
             ``(k*k, H, W)``).
-        scale: Downsampling factor of the LR input.
+        pipeline: The sample pipeline whose downsampling and LR steps make the LR
+            (:meth:`~svblur.degradation.pipeline.SamplePipeline.to_lr`), or an LR factor
+            for bicubic only.
+        rng: The generator of the pipeline's random LR steps (``None`` for bicubic only).
 
     Returns:
-        ``lr`` ``(H/scale, W/scale, 3)`` = ``clip(imresize(hr_blurred, 1/scale), 0, 1)``
-        (the pipeline's :class:`~svblur.degradation.pipeline.Bicubic`) plus the record's
-        other entries unchanged.
+        The record's entries with ``lr`` ``(H/scale, W/scale, 3)`` made from
+        ``hr_blurred`` (bicubic only: ``clip(imresize(hr_blurred, 1/scale), 0, 1)``).
     """
-    return {"lr": Bicubic(scale)(record["hr_blurred"]), **record}
+    if not isinstance(pipeline, SamplePipeline):
+        pipeline = SamplePipeline(None, scale=int(pipeline))
+    return {**record, "lr": pipeline.to_lr(record["hr_blurred"], rng)}
 
 
 class DefocusAugment:
@@ -102,14 +111,15 @@ class DefocusAugment:
     def __call__(
         self, record: dict[str, np.ndarray], rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
-        """Augment one record and build its sample arrays.
+        """Augment one record.
 
         Args:
             record: See :func:`record_to_sample`; maps at least ``hr_size`` large.
             rng: Random generator driving flip, zoom and crop position.
 
         Returns:
-            Sample arrays as from :func:`record_to_sample`, HR maps of size ``hr_size``.
+            The augmented record (the same keys, no ``lr``: :func:`record_to_sample`
+            makes it), HR maps of size ``hr_size``.
         """
         in_h, in_w = record["hr"].shape[:2]
         out_h, out_w = self.hr_size
@@ -156,7 +166,7 @@ class DefocusAugment:
             augmented["kernels"] = _flip_and_crop_field(
                 record["kernels"], flip, (top, left, out_h, out_w)
             )
-        return record_to_sample(augmented, self.scale)
+        return augmented
 
 
 def _flip_and_crop_field(
