@@ -55,7 +55,7 @@ def _build(impl: str, device: str):
     sys.path.insert(0, str(ROOT))
     from tests.test_convert import ref_cmos_from_features
 
-    from svblur.models.convert import to_official_cmos
+    from svblur.checkpoints import to_official_cmos
 
     model = CMOS(num_classes=40, channels_last=False).to(device)
     params = to_official_cmos(model.state_dict(keep_vars=True))

@@ -15,7 +15,7 @@ Runs the documented commands on the built-in data set, each in its own process:
    ``svblur-train experiment=synthetic_stage3 model.estimator_ckpt=S1 model.sr_ckpt=S2
    <SMALL_SR as model.net.sr.*> <STAGE3>``;
 
-then loads the stage-3 checkpoint (:func:`svblur.models.load_network`) and draws, for test
+then loads the stage-3 checkpoint (:func:`svblur.checkpoints.load_network`) and draws, for test
 images of the built-in data set: bicubic x4 against the SR image and the ground truth,
 the predicted blur map beside the ground-truth map, and the predicted semantic map beside
 the ground truth. About 25 minutes on a 2-core CPU (the stage-1 job is most of it).
@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from svblur.checkpoints import load_network
 from svblur.data import SyntheticDefocus
 from svblur.degradation import imresize
 from svblur.experiments.baselines import mean_blur
 from svblur.metrics import blur_psnr, psnr_y
-from svblur.models import load_network
-from svblur.systems.visualize import colorize_labels, colorize_scalar
+from svblur.ops.colour import colorize_labels, colorize_scalar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,10 +172,10 @@ def draw_degradations(out: Path, seed: int = 0) -> None:
     from hydra.utils import instantiate
     from skimage import data as skdata
 
-    from svblur.cli.degrade import _gaussians_of
     from svblur.conf import config_dir
     from svblur.degradation import SceneInput, fill_invalid_depth
-    from svblur.systems.visualize import kernel_field_picture
+    from svblur.inference.degrading import gaussians_of as _gaussians_of
+    from svblur.ops.pictures import kernel_field_picture
 
     left, _, disparity = skdata.stereo_motorcycle()
     # The Middlebury calibration of this pair: depth (mm) = baseline * f / (d + doffs)

@@ -18,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
+from svblur.checkpoints import CheckpointError, read_checkpoint
 from svblur.cli._common import exit_on_input_error
 from svblur.cli.convert import main as convert_main
 from svblur.cli.eval import evaluate
 from svblur.cli.predict import predict
 from svblur.cli.train import train
 from svblur.models import MANet
-from svblur.models.checkpoints import CheckpointError, read_checkpoint
 
 from .test_bsr_readers import make_bsr_tree
 from .test_predict import _predict_cfg, tiny_blind_sr

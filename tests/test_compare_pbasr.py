@@ -15,7 +15,7 @@ from svblur.experiments import claim_lines, load_preset, run_comparison
 from svblur.experiments import runner as compare
 from svblur.experiments.claims import METRICS, PBASR_CLAIMS, paper_of
 from svblur.models import RRDBNet
-from svblur.systems import pbasr as pbasr_systems
+from svblur.systems import gan as gan_systems
 
 REGIONS = ("all", "blurred", "sharp")
 FINE_TUNED = ("anchor_ft_blur", "anchor_ft_mixed", "pbasr")
@@ -25,7 +25,7 @@ def _spy_anchor_loads(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """Record, per run, the anchor files and every generator's and discriminator's weights
     right after loading."""
     loads: list[dict] = []
-    original = pbasr_systems._GANBranches.load_anchor
+    original = gan_systems.GANSystem.load_anchor
 
     def spy(self) -> None:
         original(self)
@@ -49,7 +49,7 @@ def _spy_anchor_loads(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
             }
         )
 
-    monkeypatch.setattr(pbasr_systems._GANBranches, "load_anchor", spy)
+    monkeypatch.setattr(gan_systems.GANSystem, "load_anchor", spy)
     return loads
 
 

@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svblur.models.cmos import CMOS
-from svblur.models.convert import (
+from svblur.checkpoints import (
     from_official_cmos,
     official_to_svblur_key,
     svblur_to_official_key,
     to_official_cmos,
 )
+from svblur.models.cmos import CMOS
 from svblur.nn import GIA
 
 # Names and shapes of the released state dict (see tests/data/README.md).

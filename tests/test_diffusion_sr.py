@@ -16,11 +16,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
+from svblur.checkpoints import RECORD_KEY, build_network, load_network, network_record
 from svblur.cli import predict as predict_cli
 from svblur.errors import InputError
 from svblur.experiments.training import build, train
-from svblur.models import DiffusionSR, build_network
-from svblur.models.checkpoints import RECORD_KEY, load_network, network_record
+from svblur.models import DiffusionSR
 from svblur.nn import AMF, MultiModalAMF, amf_sparsity
 
 from .helpers import epoch_losses

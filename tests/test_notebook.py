@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from svblur.checkpoints import RECORD_KEY, network_record
 from svblur.models import CMOS
-from svblur.models.checkpoints import RECORD_KEY, network_record
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from svblur.checkpoints import load_network
 from svblur.experiments.training import train
-from svblur.models import RRDBNet, load_network
+from svblur.models import RRDBNet
 
 TINY_PBASR = [
     "experiment=synthetic_pbasr",
@@ -56,7 +57,7 @@ def test_synthetic_pbasr_trains_fuses_and_exports_the_merged_generator(make_cfg)
         torch.testing.assert_close(value, (general[key] + blur[key]) / 2)
     # svblur-predict's loader rebuilds the merged generator from the checkpoint itself
     loaded = load_network(out / "checkpoints" / "last.ckpt")
-    assert isinstance(loaded.net, RRDBNet) and loaded.kind == "blind_sr"
+    assert isinstance(loaded.net, RRDBNet) and loaded.kind == "gan_sr"
     for key, value in loaded.net.state_dict().items():
         torch.testing.assert_close(value, exported[key])
 

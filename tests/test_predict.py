@@ -202,17 +202,17 @@ def test_predict_with_the_last_checkpoint_of_a_stage1_run(make_cfg, tmp_path, mo
     photos = _photo(tmp_path / "photos")
     out = tmp_path / "pred"
     summary = predict(_predict_cfg(tmp_path, [f"ckpt={ckpt}", f"input={photos}", f"output={out}"]))
-    assert summary["kind"] == "estimator" and summary["processed"] == ["p.png"]
+    assert summary["kind"] == "blur_semantics" and summary["processed"] == ["p.png"]
     written = {p.name.removeprefix("p_").removesuffix(".png") for p in out.glob("p_*.png")}
     assert written == outputs
     sigma = blur_map_from_png(out / "p_blur_x10.png")
     assert sigma.shape == (4 * 19, 4 * 21)
 
     # the maps are the network's own: rebuild it from the checkpoint and compare
-    from svblur.models import load_network
+    from svblur.checkpoints import load_network
 
     loaded = load_network(ckpt)
-    assert loaded.recorded and loaded.kind == "estimator"
+    assert loaded.recorded and loaded.kind == "blur_semantics"
     lr = torch.from_numpy(np.asarray(Image.open(photos / "p.png"), np.float32) / 255)
     with torch.no_grad():
         expected = loaded.net(lr.permute(2, 0, 1)[None])
@@ -245,7 +245,7 @@ def test_predict_reads_the_kind_of_an_older_checkpoint_from_its_hyperparameters(
     summary = predict(
         _predict_cfg(tmp_path, [*overrides, "model=cmos", "model.net.window_size=[4,5]"])
     )
-    assert summary["kind"] == "estimator"
+    assert summary["kind"] == "blur_semantics"
     assert not (tmp_path / "o" / "p_sr.png").exists() and (tmp_path / "o" / "p_seg.png").exists()
     with pytest.raises(ValueError, match="records no network: pass its model config"):
         predict(_predict_cfg(tmp_path, overrides))  # default model=blind_sr does not fit
@@ -264,7 +264,7 @@ def test_predict_refuses_a_stage2_checkpoint_with_a_clear_message(tmp_path):
         "gia_groups": 2,
         "window_size": [8, 8],
     }
-    from svblur.models.checkpoints import network_record
+    from svblur.checkpoints import network_record
 
     torch.save(
         {
@@ -297,7 +297,7 @@ def test_predict_with_a_kernel_head_draws_the_kernel_field(make_cfg, tmp_path):
         [f"ckpt={ckpt}", f"input={photos}", f"output={out}", "tile_size=12", "tile_overlap=4"],
     )
     summary = predict(cfg)
-    assert summary["kind"] == "estimator" and summary["processed"] == ["p.png"]
+    assert summary["kind"] == "blur_semantics" and summary["processed"] == ["p.png"]
     assert sorted(p.name for p in out.glob("p_*.png")) == ["p_kernels.png"]
     with Image.open(out / "p_kernels.png") as picture:
         assert picture.size == (4 * 24, 4 * 20)
@@ -314,3 +314,78 @@ def test_lr_grid_outputs_are_blended_at_the_lr_size():
     assert tiled["kernels"].shape == (6, 30, 42) and tiled["sr"].shape == (3, 60, 84)
     torch.testing.assert_close(tiled["kernels"], whole["kernels"])
     torch.testing.assert_close(tiled["kernels"][:3], lr[0])
+
+
+# ------------------------------------------------ loading by kind (svblur.inference)
+
+
+def _save_recorded(path: Path, net: torch.nn.Module, config: dict, system: str, kind=None):
+    from svblur.checkpoints import network_record
+
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "svblur": network_record(system, config, kind)}, path)
+    return path
+
+
+def test_a_gan_generator_predicts_its_sr_image_without_hydra(tmp_path):
+    """An older GAN checkpoint (recorded kind ``blind_sr``) loads as ``gan_sr``; the library
+    API alone writes the generator's own SR image and nothing else."""
+    from svblur.inference import load_for_prediction, predict_images
+    from svblur.models import RRDBNet
+
+    torch.manual_seed(0)
+    config = {"_target_": "svblur.models.RRDBNet", "num_features": 8, "num_blocks": 1,
+              "growth_channels": 4, "scale": 2}  # fmt: skip
+    net = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2).eval()
+    ckpt = _save_recorded(tmp_path / "gan.ckpt", net, config, "GANSRTask", kind="blind_sr")
+    loaded = load_for_prediction(ckpt)
+    assert loaded.kind == "gan_sr"
+    photos = _photo(tmp_path / "photos")
+    out = tmp_path / "out"
+    summary = predict_images(loaded, [photos / "p.png"], out, device=torch.device("cpu"))
+    assert summary["kind"] == "gan_sr" and summary["processed"] == ["p.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["p_sr.png", "summary.json"]
+    rgb = np.asarray(Image.open(photos / "p.png"), np.float32) / 255
+    with torch.no_grad():
+        expected = net(torch.from_numpy(rgb.transpose(2, 0, 1).copy())[None])[0]
+    expected = (expected.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "p_sr.png")), expected)
+
+
+@pytest.mark.parametrize(
+    ("system", "kind", "message"),
+    [
+        ("KernelEstimationTask", None, "kernel estimator .*needs a depth map"),
+        ("SVKRTask", None, "kernel-regression .*assemble_svkr"),
+        ("SomeTask", "kernel_soup", "kind 'kernel_soup' \\(an unknown kind\\)"),
+    ],
+)
+def test_kinds_a_photo_cannot_drive_are_refused_naming_the_checkpoint(
+    tmp_path, system, kind, message
+):
+    from svblur.errors import InputError
+    from svblur.inference import load_for_prediction
+    from svblur.models import DKENet
+
+    config = {"_target_": "svblur.models.DKENet", "kernel_size": 5, "channels": [4, 8],
+              "depth_channels": 4, "sft_channels": 4}  # fmt: skip
+    net = DKENet(kernel_size=5, channels=(4, 8), depth_channels=4, sft_channels=4)
+    ckpt = _save_recorded(tmp_path / f"{system}.ckpt", net, config, system, kind)
+    with pytest.raises(InputError, match=f"{system}.ckpt: .*{message}"):
+        load_for_prediction(ckpt)
+
+
+def test_moved_names_keep_their_old_homes():
+    from svblur import inference
+    from svblur.cli import predict as cli
+    from svblur.ops import colour, pictures, tiles
+    from svblur.systems import visualize
+
+    assert cli.find_inputs is inference.find_inputs and cli.save_outputs is inference.save_outputs
+    assert cli._unique_stems is inference.unique_stems and cli._device is inference.resolve_device
+    assert cli.blur_colorbar_image is pictures.blur_colorbar_image
+    assert (
+        inference.tile_starts is tiles.tile_starts and inference.tile_weights is tiles.tile_weights
+    )
+    assert visualize.palette is colour.palette
+    assert visualize.kernel_field_picture is pictures.kernel_field_picture

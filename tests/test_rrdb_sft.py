@@ -13,18 +13,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svblur.cli.convert import main as convert_main
-from svblur.models import CMOS, RRDBSFT, BlindSR, CheckpointMismatchError, load_weights
-from svblur.models.convert import (
+from svblur.checkpoints import (
+    CheckpointMismatchError,
     detect_official_kind,
     from_official_blind_sr,
     from_official_cmos,
     from_official_rrdb_sft,
+    load_weights,
     official_to_svblur_rrdb_sft_key,
     svblur_to_official_rrdb_sft_key,
     to_official_blind_sr,
     to_official_rrdb_sft,
 )
+from svblur.cli.convert import main as convert_main
+from svblur.models import CMOS, RRDBSFT, BlindSR
 
 from .test_convert import random_official_state as random_official_cmos
 from .test_convert import ref_gia

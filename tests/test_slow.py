@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from svblur.checkpoints import from_official_cmos, from_official_rrdb_sft
 from svblur.cli.train import train
 from svblur.data import generate_scene
 from svblur.data.rgbd_io import read_image, read_sintel_depth
@@ -32,7 +33,6 @@ from svblur.degradation.reference import render_defocus_reference
 from svblur.experiments.baselines import constant_blur_scores, mean_blur
 from svblur.metrics import IGNORE_INDEX, MeanIoU
 from svblur.models import CMOS, RRDBSFT
-from svblur.models.convert import from_official_cmos, from_official_rrdb_sft
 
 from .conftest import CONFIG_DIR
 from .test_convert import TSV as CMOS_TSV

@@ -18,11 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from svblur.checkpoints import load_network
 from svblur.cli.predict import predict
 from svblur.degradation import GaussianFieldBlur
 from svblur.errors import CheckpointError, InputError
 from svblur.experiments.training import evaluate, train
-from svblur.models import SVKR, GroundTruthDepth, SMPDepthNet, load_network
+from svblur.models import SVKR, GroundTruthDepth, SMPDepthNet
 from svblur.models.ssr import ConstantDepth, fit_kernel_pca
 from svblur.systems.ssr import assemble_svkr, evaluate_svkr, load_svkr, svkr_scores
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from svblur.ops.colour import colorize_labels, colorize_scalar, palette
+from svblur.ops.pictures import prediction_panel
 from svblur.systems import BlurSemanticsLoss, WarmupCosineLR
-from svblur.systems.visualize import colorize_labels, colorize_scalar, palette, prediction_panel
 
 
 def _batch(b: int = 2, k: int = 4, h: int = 16, w: int = 20) -> dict[str, torch.Tensor]:

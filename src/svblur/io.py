@@ -1,5 +1,4 @@
-"""File helpers shared by every layer: atomic writes, the one image reader, safe checkpoint
-reading.
+"""File helpers shared by every layer: atomic writes, the one image reader.
 
 Writing: :func:`atomic_path` (and :func:`atomic_write_bytes`) make a file appear complete or
 not at all. Their temporary files are hidden names beside the destination that hold
@@ -13,30 +12,26 @@ truncated or undecodable. Pixels are decoded by OpenCV (16-bit colour keeps its 
 EXIF orientation is not applied, so an image stays aligned with maps stored beside it);
 Pillow reads the header, and the class indices of palette images.
 
-Checkpoints: :func:`read_checkpoint` loads with ``weights_only=True`` and answers a bad file
-with a :class:`~svblur.errors.CheckpointError` that names it.
+Checkpoints are read by :func:`svblur.checkpoints.read_checkpoint`.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from svblur.errors import CheckpointError, CheckpointNotFoundError, InputError
+from svblur.errors import InputError
 
 __all__ = [
-    "read_checkpoint",
     "IMAGE_SUFFIXES",
     "TEMP_MARK",
     "ImageMode",
@@ -265,35 +260,3 @@ def read_image(path: str | os.PathLike[str], mode: ImageMode = "rgb") -> np.ndar
         array = np.repeat(array[..., None], 3, axis=2)
     rgb = cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_BGR2RGB)
     return rgb.astype(np.float32) / peak
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """The object saved in a checkpoint file, loaded safely (``weights_only=True``).
-
-    Raises:
-        CheckpointError: The file is missing, a folder, truncated or corrupt, not written
-            by ``torch.save``, or holds objects that a safe load refuses.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(
-            f"{path}: no such file (expected a checkpoint, .ckpt or .pth)"
-        )
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.ckpt or .pth)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error):
-            raise CheckpointError(
-                f"{path}: holds Python objects other than tensors and plain containers; svblur "
-                "reads checkpoints with weights_only=True and does not load it (expected a "
-                "state dict or a Lightning checkpoint)"
-            ) from None
-        reason = "not a PyTorch checkpoint"
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as error:
-        reason = "empty" if path.stat().st_size == 0 else type(error).__name__
-    raise CheckpointError(
-        f"{path}: cannot be read as a PyTorch checkpoint ({reason}: truncated, corrupt, or "
-        "another kind of file); expected a file written by torch.save"
-    )

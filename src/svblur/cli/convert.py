@@ -18,9 +18,13 @@ from pathlib import Path
 
 import torch
 
+from svblur.checkpoints import (
+    RELEASED_KINDS,
+    convert_released,
+    read_state_dict,
+    save_state_dict,
+)
 from svblur.errors import InputError
-from svblur.models.checkpoints import read_state_dict, save_state_dict
-from svblur.models.convert import RELEASED_KINDS, convert_released
 
 from ._common import debug_requested, exit_on_input_error
 
@@ -40,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
             "Convert the CMOS authors' released checkpoint (CMOS_*.pth, RRDB_SFT_*.pth or "
             "BlindSR_*.pth; the kind is detected) into a state dict for svblur's CMOS, "
             "RRDBSFT or BlindSR. Load it with model.load_state_dict(torch.load(OUT, "
-            "weights_only=True)) or svblur.models.load_weights(model, OUT)."
+            "weights_only=True)) or svblur.checkpoints.load_weights(model, OUT)."
         ),
     )
     parser.add_argument("input", type=Path, help="released checkpoint (.pth, a state dict)")

@@ -23,137 +23,46 @@ without depth), are reported and skipped; ``summary.json`` lists them.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 
-from svblur.data.onthefly import load_image_sample
-from svblur.degradation import SceneInput, fill_invalid_depth, gaussian_kernel, imresize
-from svblur.errors import InputError
 from svblur.experiments.training import apply_extras, require
-from svblur.io import atomic_path
-from svblur.systems.visualize import kernel_field_picture
+from svblur.inference.degrading import degrade_images as degrade_folder
 
 from ._common import CONFIG_PATH, exit_on_input_error, run_hydra_app
-from .predict import blur_colorbar_image, find_inputs
 
 log = logging.getLogger("svblur")
 
 __all__ = ["degrade_images", "main"]
 
 
-def _save(array: np.ndarray, path: Path) -> Path:
-    """Save an HWC float image in ``[0, 1]`` (or HW grey) as an 8-bit PNG, atomically."""
-    u8 = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path) as temp:
-        Image.fromarray(u8).save(temp, format="PNG")
-    return path
-
-
-def _scene(path: Path, scale: int, max_size: int, depth_scale: float) -> SceneInput:
-    """The image (downscaled to ``max_size``, cropped to a multiple of ``scale``) with its
-    depth and labels where its folder has them."""
-    sample = load_image_sample(path, depth_scale)
-    image, depth, seg = sample.image, sample.depth, sample.seg
-    factor = min(1.0, max_size / max(image.shape[:2]))
-    if factor < 1.0:
-        image = np.clip(imresize(image, factor), 0.0, 1.0).astype(np.float32)
-        rows = np.minimum(
-            (np.arange(image.shape[0]) / factor).astype(int), sample.image.shape[0] - 1
-        )
-        cols = np.minimum(
-            (np.arange(image.shape[1]) / factor).astype(int), sample.image.shape[1] - 1
-        )
-        depth = None if depth is None else depth[rows][:, cols]
-        seg = None if seg is None else seg[rows][:, cols]
-    height, width = (image.shape[0] // scale) * scale, (image.shape[1] // scale) * scale
-    if height < scale * 8 or width < scale * 8:
-        raise InputError(f"{path}: {image.shape[1]}x{image.shape[0]} is too small to degrade")
-    crop = (slice(0, height), slice(0, width))
-    if depth is not None:
-        depth = np.asarray(fill_invalid_depth(np.ascontiguousarray(depth[crop])), np.float64)
-    return SceneInput(
-        np.ascontiguousarray(image[crop]),
-        depth,
-        None if seg is None else np.ascontiguousarray(seg[crop]),
-    )
-
-
-def _gaussians_of(sigma: np.ndarray) -> Callable[[int, int], torch.Tensor]:
-    """The Gaussian kernel of a sigma map's pixel (to draw defocus as a kernel field)."""
-    size = 2 * int(np.ceil(3 * max(float(sigma.max()), 0.5))) + 1
-
-    def kernel_at(y: int, x: int) -> torch.Tensor:
-        return torch.from_numpy(gaussian_kernel(size, float(sigma[y, x])))
-
-    return kernel_at
-
-
 def degrade_images(cfg: DictConfig) -> dict[str, Any]:
-    """Degrade every image of ``cfg.input`` with ``cfg.degradation``; write the pictures.
+    """Degrade every image of ``cfg.input`` with ``cfg.degradation`` and write the pictures
+    (:func:`svblur.inference.degrading.degrade_images` with the config's settings).
 
     Returns:
         Summary: ``processed`` (names), ``failed`` (name -> reason), ``ignored``.
     """
     apply_extras(cfg)
-    inputs, ignored = find_inputs(Path(require(cfg, "input", "an image file or folder")))
-    out_dir = Path(require(cfg, "output", "the output folder (output=DIR)"))
+    source = Path(require(cfg, "input", "an image file or folder"))
+    output = Path(require(cfg, "output", "the output folder (output=DIR)"))
     pipeline = instantiate(require(cfg, "degradation", "a degradation (degradation=NAME)"))
-    scale, cells = int(pipeline.scale), int(cfg.cells)
-    summary: dict[str, Any] = {"processed": [], "failed": {}, "ignored": [p.name for p in ignored]}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for index, path in enumerate(inputs):
-        try:
-            scene = _scene(path, scale, int(cfg.max_size), float(cfg.depth_scale))
-            rng = np.random.default_rng([int(cfg.seed), index])
-            degraded = pipeline.degrade(
-                scene, rng, invariant=bool(cfg.invariant), max_coc=float(cfg.max_coc)
-            )
-            lr = pipeline.to_lr(degraded.image, rng)
-        except (InputError, OSError, ValueError) as error:
-            log.warning("skipping %s: %s", path.name, error)
-            summary["failed"][path.name] = str(error)
-            continue
-        stem = path.stem
-        _save(lr, out_dir / f"{stem}_lr.png")
-        _save(degraded.image, out_dir / f"{stem}_hr.png")
-        image = torch.from_numpy(np.ascontiguousarray(scene.image.transpose(2, 0, 1)))
-        maps = degraded.maps
-        if "kernels" in maps:
-            picture = kernel_field_picture(image, torch.from_numpy(maps["kernels"]), cells)
-        elif "blur" in maps:
-            picture = kernel_field_picture(image, _gaussians_of(maps["blur"]), cells)
-        else:
-            picture = None
-        if picture is not None:
-            _save(picture.permute(1, 2, 0).numpy(), out_dir / f"{stem}_kernels.png")
-        if "blur" in maps:
-            sigma = torch.from_numpy(maps["blur"])
-            colour = blur_colorbar_image(sigma, max(1.0, float(sigma.max())))
-            with atomic_path(out_dir / f"{stem}_blur.png") as temp:
-                colour.save(temp, format="PNG")
-        if "blur_mask" in maps:
-            _save(maps["blur_mask"], out_dir / f"{stem}_mask.png")
-        summary["processed"].append(path.name)
-        log.info("%s: %s", path.name, ", ".join(sorted(maps)) or "no maps")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info(
-        "done: %d degraded, %d failed, %d ignored; pictures in %s",
-        len(summary["processed"]),
-        len(summary["failed"]),
-        len(summary["ignored"]),
-        out_dir,
+    return degrade_folder(
+        source,
+        output,
+        pipeline,
+        seed=int(cfg.seed),
+        cells=int(cfg.cells),
+        max_size=int(cfg.max_size),
+        depth_scale=float(cfg.depth_scale),
+        invariant=bool(cfg.invariant),
+        max_coc=float(cfg.max_coc),
     )
-    return summary
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="degrade")

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from svblur.checkpoints import read_checkpoint
 from svblur.errors import InputError
-from svblur.io import atomic_path, read_checkpoint
+from svblur.io import atomic_path
 
 __all__ = ["KernelPCA"]
 

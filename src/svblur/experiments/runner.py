@@ -56,6 +56,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from svblur.checkpoints import SR_KINDS, build_network, read_checkpoint, read_state_dict
 from svblur.data.synthetic import shared_render_cache
 from svblur.experiments.baselines import baseline_scores
 from svblur.experiments.claims import (
@@ -72,11 +73,8 @@ from svblur.experiments.overrides import compose_train_config, hydra_value
 from svblur.experiments.presets import selected_models
 from svblur.experiments.report import write_tables
 from svblur.experiments.training import evaluate, train
-from svblur.models.checkpoints import build_network, read_state_dict
-from svblur.systems.diffusion import DiffusionSRTask
-from svblur.systems.pbasr import GANSRTask, PBaSRTask
-from svblur.systems.sr import BlindSRTask, NonBlindSRTask, SuperResolutionTask
-from svblur.systems.ssr import KernelCodeSRTask, KernelEstimationTask, SVKRTask
+from svblur.systems.sr import BlindSRTask, NonBlindSRTask
+from svblur.systems.ssr import KernelCodeSRTask, KernelEstimationTask
 
 __all__ = ["WEIGHTS_FILE", "model_kind", "run_comparison", "train"]
 
@@ -159,7 +157,7 @@ def _trainable_parameters_of(net: dict[str, Any]) -> int:
 
 
 def _global_step(weights: Path) -> int:
-    checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(weights, mmap=True)
     return int(checkpoint["global_step"])
 
 
@@ -176,15 +174,21 @@ def _require_system(cfg: DictConfig, expected: type, where: str, example: str) -
         )
 
 
+def _kind(cfg: DictConfig) -> str | None:
+    """The :attr:`~svblur.systems.TrainingSystem.kind` of a composed config's system."""
+    return getattr(_system(cfg), "kind", None)
+
+
 def model_kind(cfg: DictConfig) -> str:
-    """A composed stage-1 config's kind: :data:`DIRECT_SR` for a model trained on SR itself
-    (a :class:`~svblur.systems.sr.SuperResolutionTask`, e.g. ArcSR, or a GAN-trained
-    generator), :data:`SVKR_EVAL` for SSR's SVKR evaluation, else :data:`ESTIMATOR`
-    (blur / semantic maps or kernels, measured on SR by stages 2 and 3)."""
-    if issubclass(_system(cfg), SVKRTask):
+    """A composed stage-1 config's role, from its system's ``kind``: :data:`DIRECT_SR` for
+    a model trained on SR itself (kinds :data:`~svblur.checkpoints.SR_KINDS`, e.g. ArcSR
+    or a GAN-trained generator), :data:`SVKR_EVAL` for SSR's SVKR evaluation
+    (``kernel_regression``), else :data:`ESTIMATOR` (blur / semantic maps or kernels,
+    measured on SR by stages 2 and 3)."""
+    kind = _kind(cfg)
+    if kind == "kernel_regression":
         return SVKR_EVAL
-    direct = (SuperResolutionTask, GANSRTask, PBaSRTask)
-    return DIRECT_SR if issubclass(_system(cfg), direct) else ESTIMATOR
+    return DIRECT_SR if kind in SR_KINDS else ESTIMATOR
 
 
 def measure_baselines(data_cfg: DictConfig, blur_norm: float) -> dict[str, dict[str, float]]:
@@ -418,11 +422,11 @@ class _Runner:
     def _ssr_overrides(self, model: str, seed: int, job_cfg: DictConfig) -> list[str]:
         """The seed's SSR checkpoints (and, for stage 3, networks) for an SVKR evaluation
         or a diffusion SR conditioned on SVKR; nothing for other models."""
-        system = _system(job_cfg)
-        svkr_stage3 = issubclass(system, DiffusionSRTask) and (
+        kind = _kind(job_cfg)
+        svkr_stage3 = kind == "diffusion_sr" and (
             OmegaConf.select(job_cfg, "model.condition") == "svkr"
         )
-        if not issubclass(system, SVKRTask) and not svkr_stage3:
+        if kind != "kernel_regression" and not svkr_stage3:
             return []
         if not self.ssr:
             raise ValueError(
@@ -431,7 +435,7 @@ class _Runner:
             )
         runs = self.ssr_stages(seed)
         s1, s2 = runs["stage1"], runs["stage2"]
-        if issubclass(system, SVKRTask):
+        if kind == "kernel_regression":
             out = [
                 f"model.stage1_ckpt={hydra_value(str(s1['weights']))}",
                 f"model.stage2_ckpt={hydra_value(str(s2['weights']))}",
@@ -456,7 +460,7 @@ class _Runner:
     def _check_svkr_networks(self, model: str, seed: int, job_cfg: DictConfig) -> None:
         """A stage 3 on SVKR must build the networks of the seed's stages 1 and 2."""
         estimator = OmegaConf.select(job_cfg, "model.net.estimator")
-        if estimator is None or not issubclass(_system(job_cfg), DiffusionSRTask):
+        if estimator is None or _kind(job_cfg) != "diffusion_sr":
             return
         runs = self.ssr_runs[seed]
         composed = OmegaConf.to_container(estimator, resolve=True)

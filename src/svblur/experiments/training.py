@@ -8,7 +8,7 @@
 
 Checkpoints given by the user are read safely and checked against the model before
 Lightning loads them, so a wrong file is answered with one
-:class:`~svblur.models.checkpoints.CheckpointError` that names it.
+:class:`~svblur.checkpoints.CheckpointError` that names it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from svblur.errors import InputError
-from svblur.models.checkpoints import (
+from svblur.checkpoints import (
     CheckpointError,
     CheckpointNotFoundError,
     check_fits,
     read_checkpoint,
 )
+from svblur.errors import InputError
 
 __all__ = [
     "apply_extras",

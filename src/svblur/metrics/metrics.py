@@ -32,8 +32,12 @@ class PerImageMean(Metric):
     def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def scores(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The per-image scores ``(B,)`` that :meth:`update` averages (not capped)."""
+        return self._score(pred.float(), target.float())
+
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        scores = self._score(pred.float(), target.float())
+        scores = self.scores(pred, target)
         # A perfect prediction has infinite PSNR; cap it so that one image cannot
         # turn the mean into inf (100 dB = an error below 1e-5 of the range).
         scores = scores.clamp(max=100.0)

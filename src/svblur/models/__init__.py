@@ -1,28 +1,15 @@
-"""Networks: plain ``nn.Module`` classes with no training logic, their converters and
-checkpoint loading."""
+"""Networks: plain ``nn.Module`` classes with no training logic.
+
+Checkpoint reading, loading and converting live in :mod:`svblur.checkpoints`; the names
+this package used to export for them still resolve here, with a ``DeprecationWarning``.
+"""
+
+import warnings
+from typing import Any
 
 from .arcsr import ArcSR
 from .blind_sr import BlindSR
-from .checkpoints import (
-    CheckpointError,
-    CheckpointMismatchError,
-    LoadedNetwork,
-    build_network,
-    load_network,
-    load_weights,
-    read_checkpoint,
-    read_state_dict,
-)
 from .cmos import CMOS
-from .convert import (
-    convert_released,
-    from_official_blind_sr,
-    from_official_cmos,
-    from_official_rrdb_sft,
-    to_official_blind_sr,
-    to_official_cmos,
-    to_official_rrdb_sft,
-)
 from .depth import DepthEstimator, GroundTruthDepth, HFDepth, SMPDepthNet, normalize_depth
 from .diffusion_sr import ConditionEncoder, DiffusionSR
 from .discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
@@ -39,8 +26,6 @@ __all__ = [
     "SVKR",
     "ArcSR",
     "BlindSR",
-    "CheckpointError",
-    "CheckpointMismatchError",
     "ConditionEncoder",
     "ConditionalUNetDiscriminatorSN",
     "DABlock",
@@ -49,7 +34,6 @@ __all__ = [
     "DiffusionSR",
     "GroundTruthDepth",
     "HFDepth",
-    "LoadedNetwork",
     "MABlock",
     "MAConv",
     "MANet",
@@ -57,18 +41,41 @@ __all__ = [
     "SMPDepthNet",
     "UNetBlurSeg",
     "UNetDiscriminatorSN",
-    "build_network",
-    "convert_released",
     "fit_kernel_pca",
-    "from_official_blind_sr",
-    "from_official_cmos",
-    "from_official_rrdb_sft",
-    "load_network",
-    "load_weights",
     "normalize_depth",
-    "read_checkpoint",
-    "read_state_dict",
-    "to_official_blind_sr",
-    "to_official_cmos",
-    "to_official_rrdb_sft",
 ]
+
+# Checkpoint names this package exported before they moved to svblur.checkpoints.
+_MOVED_TO_CHECKPOINTS = frozenset(
+    {
+        "CheckpointError",
+        "CheckpointMismatchError",
+        "LoadedNetwork",
+        "build_network",
+        "convert_released",
+        "from_official_blind_sr",
+        "from_official_cmos",
+        "from_official_rrdb_sft",
+        "load_network",
+        "load_weights",
+        "read_checkpoint",
+        "read_state_dict",
+        "to_official_blind_sr",
+        "to_official_cmos",
+        "to_official_rrdb_sft",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """``svblur.models.load_network`` and the other moved names: from svblur.checkpoints."""
+    if name in _MOVED_TO_CHECKPOINTS:
+        import svblur.checkpoints
+
+        warnings.warn(
+            f"svblur.models.{name} moved to svblur.checkpoints.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(svblur.checkpoints, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

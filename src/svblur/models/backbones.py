@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svblur.checkpoints import read_state_dict
+
 __all__ = ["HRNetBackbone"]
 
 # Modules of timm's feature model that compute nothing we use (classification leftovers).
@@ -77,16 +79,16 @@ class HRNetBackbone(nn.Module):
             self.load_checkpoint(pretrained)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Load backbone weights from a local state dict file (read with ``weights_only``)."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+        """Load backbone weights from a local state dict file (:func:`read_state_dict`).
+
+        Raises:
+            CheckpointError: The file cannot be read as a state dict (the message names it).
+            KeyError: Backbone keys are missing.
+        """
         own = self.state_dict()
         picked = {}
-        for key, value in state.items():
-            for prefix in ("module.", "backbone."):
-                if key.startswith(prefix):
-                    key = key[len(prefix) :]
+        for key, value in read_state_dict(path).items():
+            key = key.removeprefix("backbone.")
             if key in own:
                 picked[key] = value
         missing = sorted(set(own) - set(picked))

@@ -4,7 +4,7 @@ An HRNet backbone (stride-1 stem) feeds per-task heads; GIA modules let the blur
 semantic features interact (stage 2, coarse to fine) and fuse each scale into the next
 finer one, then again at every scale (stage 3) before HRNet output heads. Defaults
 reproduce the released architecture (15,975,866 trainable parameters with 40 classes);
-:func:`svblur.models.convert.from_official_cmos` converts the authors' checkpoints.
+:func:`svblur.checkpoints.from_official_cmos` converts the authors' checkpoints.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ from torch import nn
 
 from svblur.degradation import imresize
 from svblur.errors import InputError
-from svblur.inference import tile_starts, tile_weights
 from svblur.nn import MultiModalAMF
+from svblur.ops.tiles import tile_starts, tile_weights
 
 from .depth import resize_depth
 

@@ -5,7 +5,7 @@ Sec. 5.1): an RRDB trunk whose blocks each start with an SFT layer that modulate
 features with a *prior* map. CMOS builds the prior from two modalities: the HR blur
 (sigma) map and the semantic map each go through a 3x3 conv, a GIA in merge mode fuses
 them, and nearest resizing brings the result to the LR size. Defaults reproduce the
-released architecture (:func:`svblur.models.convert.from_official_rrdb_sft` converts the
+released architecture (:func:`svblur.checkpoints.from_official_rrdb_sft` converts the
 authors' weights).
 """
 

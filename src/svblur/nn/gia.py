@@ -5,7 +5,7 @@ GIA lets two feature maps ``a`` and ``b`` exchange information. ``a`` is first a
 an attention for both inputs from their grouped interactions, and a 3x3 conv-BN fuses the
 two streams per input. The numerics (LeakyReLU 0.01, BatchNorm eps 1e-5, flow grid, window
 padding, affinity conventions) are those of the authors' released code, so the released
-weights load into it (see :mod:`svblur.models.convert`).
+weights load into it (see :mod:`svblur.checkpoints.convert`).
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svblur.checkpoints import check_fits, load_weights, read_state_dict
 from svblur.degradation import KernelPCA
 from svblur.errors import InputError
-from svblur.models.checkpoints import check_fits, load_weights, read_state_dict
 from svblur.models.depth import GroundTruthDepth
 from svblur.models.diffusion_sr import MODALITIES, DiffusionSR
 from svblur.nn import amf_sparsity
@@ -82,6 +82,8 @@ class DiffusionSRTask(SuperResolutionTask):
         depth_ckpt: See above.
         **kwargs: See :class:`~svblur.systems.sr.SuperResolutionTask`.
     """
+
+    kind = "diffusion_sr"
 
     def __init__(
         self,
@@ -269,16 +271,7 @@ class DiffusionSRTask(SuperResolutionTask):
         terms = self.diffusion_loss(batch, conditions, generator)
         loss = terms["epsilon"] + terms["sparsity"]
         batch_size = int(keep.sum()) if keep is not None else batch["lr"].shape[0]
-        options = {
-            "on_step": stage == "train",
-            "on_epoch": True,
-            "batch_size": max(1, batch_size),
-            "sync_dist": stage != "train",
-            "add_dataloader_idx": False,
-        }
-        for name, term in terms.items():
-            self.log(f"{stage}/loss/{name}", term.detach(), **options)
-        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, **options)
+        self._log_terms(stage, terms, batch_size, loss)
         if stage == "train":
             return loss, {}
         return loss, self._sample(batch, conditions)

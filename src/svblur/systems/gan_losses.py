@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svblur.errors import InputError
+from svblur.checkpoints import read_checkpoint
+from svblur.errors import CheckpointError, InputError
 
 __all__ = [
     "REAL_ESRGAN_LAYER_WEIGHTS",
@@ -80,9 +81,9 @@ def _read_vgg19_state(path: Path) -> Mapping[str, Any]:
             f"initialized VGG19 (for tests only)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(f"cannot read VGG19 weights from {path}: {error}") from error
+        state = read_checkpoint(path)
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot read the VGG19 weights: {error}") from None
     if not isinstance(state, Mapping):
         raise InputError(f"{path} does not hold a state dict (torchvision's VGG19 weights)")
     return state

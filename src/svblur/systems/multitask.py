@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -13,12 +11,15 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from svblur.metrics import BlurPSNR, BlurSSIM, BoundaryBlurError, KernelL1, MeanIoU
+from svblur.ops.pictures import prediction_panel
 
-from .base import TrainingSystem
+from .base import TrainingSystem, log_panel
 from .losses import BlurSemanticsLoss
-from .visualize import prediction_panel
 
 log = logging.getLogger(__name__)
+
+
+__all__ = ["BlurSemanticsTask", "log_panel"]
 
 
 class BlurSemanticsTask(TrainingSystem):
@@ -51,6 +52,8 @@ class BlurSemanticsTask(TrainingSystem):
         blur_bias_batches: See ``blur_bias_init``.
     """
 
+    kind = "blur_semantics"
+
     def __init__(
         self,
         net: nn.Module,
@@ -77,12 +80,9 @@ class BlurSemanticsTask(TrainingSystem):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.criterion = BlurSemanticsLoss(aux_weight=aux_weight, use_aux=aux)
-        # Metrics per evaluation group: "val", and "test" or one entry per test group
-        # when the data module defines ``test_group_names`` (e.g. the five BSR groups).
-        self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
-        self.test_groups: list[str] = []
+        self.init_metrics()
 
-    def _new_metrics(self) -> nn.ModuleDict:
+    def build_metrics(self) -> nn.ModuleDict:
         return nn.ModuleDict(
             {
                 "blur/psnr": BlurPSNR(self.hparams.blur_norm),
@@ -134,19 +134,8 @@ class BlurSemanticsTask(TrainingSystem):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         outputs = self.net(batch["lr"])
         losses = self.criterion(outputs, batch)
-        batch_size = batch["lr"].shape[0]
-        for name, value in losses.items():
-            key = f"{stage}/loss" if name == "total" else f"{stage}/loss/{name}"
-            self.log(
-                key,
-                value.detach(),
-                on_step=stage == "train",
-                on_epoch=True,
-                prog_bar=name == "total",
-                batch_size=batch_size,
-                sync_dist=stage != "train",
-                add_dataloader_idx=False,
-            )
+        terms = {name: value for name, value in losses.items() if name != "total"}
+        self._log_terms(stage, terms, batch["lr"].shape[0], losses["total"])
         return losses["total"], outputs
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -181,14 +170,9 @@ class BlurSemanticsTask(TrainingSystem):
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        stage = f"test/{self.test_groups[dataloader_idx]}" if self.test_groups else "test"
+        group, stage = self._test_group(dataloader_idx)
         _, outputs = self._shared_step(batch, stage)
-        self._update_metrics(
-            self.test_groups[dataloader_idx] if self.test_groups else "test", outputs, batch
-        )
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_groups or ["test"])
+        self._update_metrics(group, outputs, batch)
 
     @torch.no_grad()
     def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
@@ -212,24 +196,3 @@ class BlurSemanticsTask(TrainingSystem):
         caption = "LR | GT blur | predicted blur | GT seg | predicted seg"
         for logger in self.loggers:
             log_panel(logger, "val/predictions", panel, self.global_step, caption)
-
-
-def log_panel(logger: Any, key: str, image: torch.Tensor, step: int, caption: str) -> None:
-    """Send a ``(3, H, W)`` image in ``[0, 1]`` to any Lightning logger.
-
-    W&B and TensorBoard get it through their image APIs; other loggers (CSV) get a
-    PNG in ``<log_dir>/images/``.
-    """
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    if isinstance(logger, WandbLogger):
-        array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-        logger.log_image(key=key, images=[array], caption=[caption], step=step)
-    elif isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_image(key, image.clamp(0, 1), global_step=step)
-    elif getattr(logger, "log_dir", None):
-        from torchvision.utils import save_image
-
-        folder = Path(logger.log_dir) / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        save_image(image, folder / f"{key.replace('/', '_')}_step{step:07d}.png")

@@ -1,389 +1,34 @@
-"""GAN-trained SR: one generator (:class:`GANSRTask`) or PBaSR's two branches
-(:class:`PBaSRTask`, Qin et al., ECCV 2024).
+"""PBaSR (Qin et al., ECCV 2024): SR that stays good on partially blurred photos.
 
-Both train Real-ESRGAN's objective, ``l1_weight * L1 + perceptual_weight * VGG19 + gan_weight
-* GAN``, with manual optimization (a generator step, then a discriminator step). A branch
-trained on partially blurred data has a discriminator conditioned on ``blur_mask``
-(:class:`~svblur.models.ConditionalUNetDiscriminatorSN`) and its GAN loss averaged over the
-blurred region only (``GANLoss(..., mask=blur_mask)``).
-
-PBaSR holds two copies of one generator, the general branch (general data) and the blur
-branch (partially blurred data), each with its own discriminator and optimizers, every step
-training each on its half of the batch (:class:`~svblur.data.CombinedDataModule` gives
-``{"general": ..., "blur": ...}``). :class:`~svblur.systems.CrossBranchFusion` mixes the
-branches every ``k`` steps. Validation, testing and the export use the merged generator
-``(W_G + W_B) / 2``: one plain network, no extra inference cost.
-
-A fine-tuning starts from a pretrained GAN: the generators from ``anchor_ckpt``, the
-discriminators from ``anchor_discriminator_ckpt`` (a plain discriminator state dict or a
-:class:`GANSRTask` checkpoint; a conditional discriminator takes its image path and keeps
-its condition path at init, so it starts equal to the anchor's whatever the mask).
-
-Metrics (validation and test, on the evaluation data's ``blur_mask``): PSNR / SSIM on Y,
-GMSD, VIF and VSI on the whole image and on its blurred and sharp regions
-(:class:`~svblur.metrics.RegionMetrics`), logged as ``{stage}/sr/<region>/<metric>``.
+:class:`PBaSRTask` holds two copies of one generator, the general branch (general data)
+and the blur branch (partially blurred data), each with its own discriminator and
+optimizers, every step training each on its half of the batch
+(:class:`~svblur.data.CombinedDataModule` gives ``{"general": ..., "blur": ...}``), with
+the GAN objective of :mod:`svblur.systems.gan`. :class:`~svblur.systems.CrossBranchFusion`
+mixes the branches every ``k`` steps. Validation, testing and the export use the merged
+generator ``(W_G + W_B) / 2``: one plain network, no extra inference cost.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
 
-from svblur.metrics import RegionMetrics
-from svblur.models.checkpoints import (
-    RECORD_KEY,
-    check_fits,
-    load_weights,
-    network_record,
-    read_state_dict,
-    save_state_dict,
-)
-from svblur.models.discriminators import ConditionalUNetDiscriminatorSN
+from svblur.checkpoints import from_basicsr_rrdbnet
 
-from .base import add_test_group_metrics
-from .gan_losses import GANLoss
+from .gan import EVAL_METRICS, GANSRTask, GANSystem
 
+# GANSRTask and from_basicsr_rrdbnet were defined here before svblur.systems.gan and
+# svblur.checkpoints held them; importing them from here keeps working.
 __all__ = ["GANSRTask", "PBaSRTask", "from_basicsr_rrdbnet"]
 
-log = logging.getLogger(__name__)
 
-#: The metrics of the evaluation loops (all three regions each).
-EVAL_METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "gmsd", "vif", "vsi")
-#: Key prefixes of a conditional discriminator's condition path (not in a plain one).
-CONDITION_PATH: tuple[str, ...] = ("condition_conv.", "fuse.")
-
-
-def from_basicsr_rrdbnet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BasicSR / Real-ESRGAN RRDBNet keys (``body.{i}.rdb{j}.``) -> svblur's ``dense{j}``."""
-    return {re.sub(r"\.rdb([123])\.", r".dense\1.", key): value for key, value in state.items()}
-
-
-class _GANBranches(L.LightningModule):
-    """What both GAN systems share: the losses, one branch's step, evaluation of one
-    generator by region, the checkpoint record and the anchor weights."""
-
-    #: Generators as ``(attribute, discriminator attribute)``; set by the subclasses.
-    branches: tuple[tuple[str, str], ...] = ()
-    #: How the network is built; set by whoever builds the system from a config.
-    net_config: dict[str, Any] | None = None
-
-    def _init_shared(
-        self,
-        perceptual: nn.Module | None,
-        g_optimizer: Callable[..., Optimizer],
-        d_optimizer: Callable[..., Optimizer],
-        gan_kind: str,
-    ) -> None:
-        self.automatic_optimization = False
-        self.perceptual = perceptual
-        self.g_optimizer_factory = g_optimizer
-        self.d_optimizer_factory = d_optimizer
-        self.gan_loss = GANLoss(gan_kind)
-        self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
-        self.test_groups: list[str] = []
-
-    def _new_metrics(self) -> RegionMetrics:
-        return RegionMetrics(crop_border=self.hparams.scale, metrics=self.hparams.eval_metrics)
-
-    # ------------------------------------------------------------------ generators
-    def eval_generator(self) -> nn.Module:
-        """The generator evaluated and exported (one branch, or the merged branches)."""
-        return getattr(self, self.branches[0][0])
-
-    def load_anchor(self) -> None:
-        """Start every generator from ``anchor_ckpt`` (svblur, BasicSR or Real-ESRGAN keys)
-        and every discriminator from ``anchor_discriminator_ckpt``
-        (:meth:`load_anchor_discriminator`); each left at random when not given."""
-        path = self.hparams.get("anchor_ckpt")
-        if not path:
-            log.info("no anchor_ckpt: the generators start from one random initialization")
-        else:
-            self._load_anchor_generator(Path(path))
-        self.load_anchor_discriminator()
-
-    def _load_anchor_generator(self, path: Path) -> None:
-        state = from_basicsr_rrdbnet(read_state_dict(path))
-        first = getattr(self, self.branches[0][0])
-        load_weights(first, state)
-        for name, _ in self.branches[1:]:
-            getattr(self, name).load_state_dict(first.state_dict())
-        log.info("loaded the anchor generator %s into %d branch(es)", path, len(self.branches))
-
-    def load_anchor_discriminator(self) -> None:
-        """Start every discriminator from ``anchor_discriminator_ckpt``.
-
-        The file is a plain :class:`~svblur.models.UNetDiscriminatorSN` state dict (e.g.
-        Real-ESRGAN's ``RealESRGAN_x4plus_netD.pth``) or a Lightning checkpoint of a
-        :class:`GANSRTask` / :class:`PBaSRTask` (its ``discriminator.`` weights, e.g. the
-        anchor run's ``final.ckpt``). A plain discriminator loads it strictly; a
-        :class:`~svblur.models.ConditionalUNetDiscriminatorSN` loads it into its image path
-        (``conv0`` ... ``conv9``, spectral-norm vectors included) and keeps its own condition
-        path (``condition_conv``, ``fuse``: identity on the image features, zero on the
-        condition), so that its output still does not depend on the condition and equals
-        the loaded discriminator's. Optimizer state is not loaded.
-
-        Raises:
-            CheckpointError: The file cannot be read, or holds no state dict of tensors.
-            CheckpointMismatchError: The weights do not fit a discriminator (size, keys).
-        """
-        path = self.hparams.get("anchor_discriminator_ckpt")
-        if not path:
-            return
-        state = read_state_dict(Path(path))
-        prefix = "discriminator."
-        if any(key.startswith(prefix) for key in state):
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        for _, name in self.branches:
-            discriminator = getattr(self, name)
-            target = dict(state)
-            if isinstance(discriminator, ConditionalUNetDiscriminatorSN):
-                target.update(
-                    (key, value)
-                    for key, value in discriminator.state_dict().items()
-                    if key.startswith(CONDITION_PATH)
-                )
-            check_fits(discriminator, target, str(path))
-            discriminator.load_state_dict(target, strict=True)
-        log.info("loaded the anchor discriminator %s into %d branch(es)", path, len(self.branches))
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and getattr(self.trainer, "ckpt_path", None) is None:
-            self.load_anchor()
-
-    def configure_optimizers(self) -> list[Optimizer]:
-        """One optimizer per generator, then one per discriminator (branch order)."""
-        generators = [
-            self.g_optimizer_factory(params=getattr(self, g).parameters()) for g, _ in self.branches
-        ]
-        discriminators = [
-            self.d_optimizer_factory(params=getattr(self, d).parameters()) for _, d in self.branches
-        ]
-        return [*generators, *discriminators]
-
-    # ------------------------------------------------------------------ training
-    def _discriminate(
-        self, discriminator: nn.Module, image: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        if isinstance(discriminator, ConditionalUNetDiscriminatorSN):
-            if mask is None:
-                raise ValueError("a blur-conditioned discriminator needs batches with blur_mask")
-            return discriminator(image, mask.to(image.dtype))
-        return discriminator(image)
-
-    def _branch_step(
-        self,
-        name: str,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        batch: dict[str, torch.Tensor],
-        g_opt: Any,
-        d_opt: Any,
-    ) -> None:
-        """One generator step, then one discriminator step, of one branch on its batch."""
-        hp = self.hparams
-        lr, hr = batch["lr"], batch["hr"]
-        conditional = isinstance(discriminator, ConditionalUNetDiscriminatorSN)
-        mask = batch.get("blur_mask") if conditional else None
-        sr = generator(lr)
-        if sr.shape != hr.shape:
-            raise ValueError(
-                f"SR output {tuple(sr.shape)} and HR target {tuple(hr.shape)} differ: check that "
-                f"the generator's scale equals the data's ({hp.scale})"
-            )
-        terms: dict[str, torch.Tensor] = {"l1": hp.l1_weight * F.l1_loss(sr.float(), hr.float())}
-        if self.perceptual is not None and hp.perceptual_weight > 0:
-            terms["perceptual"] = hp.perceptual_weight * self.perceptual(sr, hr)
-        if hp.gan_weight > 0:
-            discriminator.requires_grad_(False)
-            fake = self._discriminate(discriminator, sr, mask)
-            terms["gan"] = hp.gan_weight * self.gan_loss(fake, True, False, mask=mask)
-            discriminator.requires_grad_(True)
-        g_loss = torch.stack(list(terms.values())).sum()
-        g_opt.zero_grad()
-        self.manual_backward(g_loss)
-        g_opt.step()
-        size = lr.shape[0]
-        for term, value in terms.items():
-            self.log(f"train/{name}/loss/{term}", value.detach(), batch_size=size)
-        self.log(f"train/{name}/loss", g_loss.detach(), prog_bar=True, batch_size=size)
-        if hp.gan_weight > 0:
-            real = self._discriminate(discriminator, hr, mask)
-            fake = self._discriminate(discriminator, sr.detach(), mask)
-            d_loss = self.gan_loss(real, True, True, mask=mask) + self.gan_loss(
-                fake, False, True, mask=mask
-            )
-            d_opt.zero_grad()
-            self.manual_backward(d_loss)
-            d_opt.step()
-            self.log(f"train/{name}/loss/discriminator", d_loss.detach(), batch_size=size)
-
-    # ------------------------------------------------------------------ evaluation
-    def on_validation_epoch_start(self) -> None:
-        self._evaluated = self.eval_generator()
-
-    def on_test_start(self) -> None:
-        add_test_group_metrics(self)
-        self._evaluated = self.eval_generator()
-
-    @torch.no_grad()
-    def _evaluate(self, batch: dict[str, torch.Tensor], group: str, stage: str) -> None:
-        generator = self._evaluated
-        sr = generator(batch["lr"]).float()
-        hr = batch["hr"].float()
-        self.log(
-            f"{stage}/loss",
-            F.l1_loss(sr, hr),
-            batch_size=hr.shape[0],
-            sync_dist=True,
-            add_dataloader_idx=False,
-        )
-        mask = batch.get("blur_mask")
-        if mask is None:
-            mask = torch.ones_like(hr[:, :1])  # no mask: every pixel counts as blurred
-        self.metrics[group].update(sr.clamp(0, 1), hr, mask)
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", "val")
-
-    def test_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        group = self.test_groups[dataloader_idx] if self.test_groups else "test"
-        self._evaluate(batch, group, f"test/{group}" if self.test_groups else "test")
-
-    def _log_regions(self, stage: str, groups: Sequence[str]) -> None:
-        means: dict[str, list[torch.Tensor]] = {}
-        for group in groups:
-            metric = self.metrics[group]
-            if not metric.update_called:
-                continue
-            for key, value in metric.compute().items():
-                means.setdefault(key, []).append(value)
-                if group != stage:
-                    self.log(f"{stage}/{group}/sr/{key}", value, sync_dist=True)
-            metric.reset()
-        for key, values in means.items():
-            self.log(
-                f"{stage}/sr/{key}",
-                torch.stack(values).nanmean(),
-                prog_bar=stage == "val" and key == "all/psnr_y",
-                sync_dist=True,
-            )
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_regions("val", ["val"])
-
-    def on_test_epoch_end(self) -> None:
-        self._log_regions("test", self.test_groups or ["test"])
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record = network_record(type(self).__name__, self.net_config)
-        record["average_of"] = [f"{g}." for g, _ in self.branches]
-        checkpoint[RECORD_KEY] = record
-
-    def export(self, path: str | Path) -> Path:
-        """Write the evaluated generator as a plain state dict (loads into the bare
-        network, e.g. ``RRDBNet``), atomically."""
-        path = Path(path)
-        save_state_dict(self.eval_generator().state_dict(), path)
-        log.info("exported the generator to %s", path)
-        return path
-
-    def on_train_end(self) -> None:
-        export = self.hparams.get("export_path")
-        if export and self.trainer.is_global_zero:
-            self.export(export)
-
-
-class GANSRTask(_GANBranches):
-    """One generator and one discriminator, Real-ESRGAN's objective (the anchor, and the
-    one-branch baselines of the PBaSR comparison).
-
-    Batches are a data module's (``lr``, ``hr``, optionally ``blur_mask``), or a
-    :class:`~svblur.data.CombinedDataModule`'s ``{"general": ..., "blur": ...}``, whose halves
-    are then trained on together (the mixed-data baseline); a conditional discriminator
-    gets the blur mask (general data count as not blurred).
-
-    Args:
-        net: The generator (``lr -> sr``, e.g. :class:`~svblur.models.RRDBNet`).
-        discriminator: Its discriminator.
-        g_optimizer: Factory ``params -> Optimizer`` of the generator.
-        d_optimizer: Factory of the discriminator.
-        perceptual: The perceptual loss module (:class:`~svblur.systems.PerceptualLoss`)
-            or ``None``.
-        anchor_ckpt: Weights the generator starts from (``None``: random): a state dict
-            of the generator or a Lightning checkpoint of this system (its ``net.``).
-        anchor_discriminator_ckpt: Weights the discriminator starts from (``None``:
-            random): a plain :class:`~svblur.models.UNetDiscriminatorSN` state dict or a
-            Lightning checkpoint of a :class:`GANSRTask` (its ``discriminator.``), usually
-            the anchor's, so that a fine-tuning starts from the anchor's GAN and not from a
-            random discriminator (see :meth:`load_anchor_discriminator`).
-        l1_weight: Weight of the L1 loss (Real-ESRGAN: 1).
-        perceptual_weight: Weight of the perceptual loss (Real-ESRGAN: 1).
-        gan_weight: Weight of the GAN loss (Real-ESRGAN: 0.1; 0: no discriminator steps).
-        gan_kind: ``"vanilla"`` or ``"hinge"``.
-        scale: SR factor (also the border cropped by PSNR / SSIM).
-        eval_metrics: Region metrics of validation and test.
-        export_path: Where to write the generator's state dict at the end of training.
-    """
-
-    branches = (("net", "discriminator"),)
-
-    def __init__(
-        self,
-        net: nn.Module,
-        discriminator: nn.Module,
-        g_optimizer: Callable[..., Optimizer],
-        d_optimizer: Callable[..., Optimizer],
-        perceptual: nn.Module | None = None,
-        anchor_ckpt: str | None = None,
-        anchor_discriminator_ckpt: str | None = None,
-        l1_weight: float = 1.0,
-        perceptual_weight: float = 1.0,
-        gan_weight: float = 0.1,
-        gan_kind: str = "vanilla",
-        scale: int = 4,
-        eval_metrics: Sequence[str] = EVAL_METRICS,
-        export_path: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(
-            ignore=["net", "discriminator", "g_optimizer", "d_optimizer", "perceptual"],
-            logger=False,
-        )
-        self.net = net
-        self.discriminator = discriminator
-        self._init_shared(perceptual, g_optimizer, d_optimizer, gan_kind)
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.net(lr)
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        g_opt, d_opt = self.optimizers()
-        if "general" in batch and "blur" in batch:
-            general, blur = batch["general"], batch["blur"]
-            mask = blur.get("blur_mask")
-            merged = {key: torch.cat([general[key], blur[key]]) for key in ("lr", "hr")}
-            if mask is not None:
-                merged["blur_mask"] = torch.cat(
-                    [torch.zeros_like(mask[: len(general["lr"])]), mask]
-                )
-            batch = merged
-        self._branch_step("net", self.net, self.discriminator, batch, g_opt, d_opt)
-
-
-class PBaSRTask(_GANBranches):
+class PBaSRTask(GANSystem):
     """PBaSR: a general and a blur branch of one generator, fused every ``k`` steps.
 
     Both branches start from the same anchor checkpoint (or the same random weights). Each
@@ -398,10 +43,11 @@ class PBaSRTask(_GANBranches):
         net: The generator; the blur branch is a copy of it.
         discriminator: The general branch's discriminator.
         blur_discriminator: The blur branch's (conditional) discriminator.
-        **kwargs: As :class:`GANSRTask` (optimizers, losses, weights, anchor, export);
-            ``anchor_discriminator_ckpt`` starts both discriminators from the anchor's (the
-            blur branch's keeps its condition path at its initialization, so it starts
-            equal to the anchor's discriminator whatever the mask).
+
+    The other arguments (optimizers, losses, weights, anchor, export) are those of
+    :class:`GANSRTask`; ``anchor_discriminator_ckpt`` starts both discriminators from the
+    anchor's (the blur branch's keeps its condition path at its initialization, so it starts
+    equal to the anchor's discriminator whatever the mask).
     """
 
     branches = (("general", "discriminator"), ("blur", "blur_discriminator"))

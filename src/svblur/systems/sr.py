@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, DistributedSampler
 
+from svblur.checkpoints import load_weights
 from svblur.errors import InputError
 from svblur.metrics import (
     SRPSNR,
@@ -38,15 +39,13 @@ from svblur.metrics import (
     kernel_l1,
     local_perceptual_metrics,
 )
-from svblur.metrics.functional import IGNORE_INDEX, blur_psnr, blur_ssim
-from svblur.metrics.sr import psnr_rgb, psnr_y, ssim_rgb, ssim_y
+from svblur.metrics.functional import IGNORE_INDEX
+from svblur.metrics.metrics import PerImageMean
 from svblur.models.blind_sr import BlindSR
-from svblur.models.checkpoints import load_weights
 from svblur.models.rrdb_sft import RRDBSFT
+from svblur.ops.colour import colorize_labels, colorize_scalar
 
-from .base import TrainingSystem
-from .multitask import log_panel
-from .visualize import colorize_labels, colorize_scalar
+from .base import TrainingSystem, log_panel
 
 __all__ = [
     "BlindSRTask",
@@ -87,7 +86,7 @@ def sample_positions(loader: DataLoader) -> list[int | None] | None:
 
 
 def _as_index(item: Any) -> int:
-    # Some samplers yield (index, epoch) pairs (svblur.data.samplers.EpochSampler).
+    # Some samplers yield (index, epoch) pairs (svblur.data.loaders.EpochSampler).
     return int(item[0]) if isinstance(item, (tuple, list)) else int(item)
 
 
@@ -139,13 +138,12 @@ class SuperResolutionTask(TrainingSystem):
             if perceptual_metrics
             else {}
         )
-        self.metrics = nn.ModuleDict({"val": self._new_metrics(), "test": self._new_metrics()})
-        self.test_groups: list[str] = []
         #: Per-image test results (one dict per image: group, index, name, metrics), gathered
         #: from all processes after :meth:`trainer.test`.
         self.test_results: list[dict[str, Any]] = []
         self._test_rows: list[dict[str, Any]] = []
         self._positions: dict[int, list[int | None] | None] = {}
+        self.init_metrics()
 
     # ------------------------------------------------------------------ to override
     def predict_maps(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,7 +171,7 @@ class SuperResolutionTask(TrainingSystem):
         return {}
 
     # ------------------------------------------------------------------ metrics
-    def _new_metrics(self) -> nn.ModuleDict:
+    def build_metrics(self) -> nn.ModuleDict:
         crop, quantize = self.hparams.scale, self.hparams.quantize_metrics
         metrics: dict[str, nn.Module] = {
             "sr/psnr_y": SRPSNR(crop, y_channel=True, quantize=quantize),
@@ -192,6 +190,23 @@ class SuperResolutionTask(TrainingSystem):
             metrics["seg/miou"] = MeanIoU(self.hparams.num_classes)
         return nn.ModuleDict(metrics)
 
+    @staticmethod
+    def metric_inputs(
+        name: str, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What metric ``name`` compares in a batch, ``(estimate, target)``, or ``None``
+        when the outputs or the batch lack it (e.g. a kernel field of another size)."""
+        kind = name.split("/")[0]
+        if kind == "sr":
+            return outputs["sr"].float(), batch["hr"].float()
+        if kind in ("blur", "seg") and kind in outputs and kind in batch:
+            return outputs[kind].float(), batch[kind]
+        if kind == "kernels" and "kernels" in outputs and "kernels" in batch:
+            estimate = outputs["kernels"].float()
+            if estimate.shape[1] == batch["kernels"].shape[1]:
+                return estimate, kernels_on_grid(batch["kernels"], estimate.shape[-2:])
+        return None
+
     def _update_metrics(
         self,
         group: str,
@@ -199,26 +214,12 @@ class SuperResolutionTask(TrainingSystem):
         batch: dict[str, torch.Tensor],
         keep: torch.Tensor | None = None,
     ) -> None:
-        def sel(x: torch.Tensor) -> torch.Tensor:
-            return x if keep is None else x[keep]
-
         if keep is not None and not bool(keep.any()):
             return
-        metrics = self.metrics[group]
-        sr, hr = sel(outputs["sr"]).float(), sel(batch["hr"]).float()
-        for name, metric in metrics.items():
-            if name.startswith("sr/"):
-                metric.update(sr, hr)
-        if "blur" in outputs and "blur/psnr" in metrics:
-            metrics["blur/psnr"].update(sel(outputs["blur"]).float(), sel(batch["blur"]))
-            metrics["blur/ssim"].update(sel(outputs["blur"]).float(), sel(batch["blur"]))
-        if "seg" in outputs and "seg/miou" in metrics:
-            metrics["seg/miou"].update(sel(outputs["seg"]).float(), sel(batch["seg"]))
-        if "kernels/l1" in metrics and "kernels" in outputs and "kernels" in batch:
-            estimate = outputs["kernels"].float()
-            if estimate.shape[1] == batch["kernels"].shape[1]:
-                target = kernels_on_grid(batch["kernels"], estimate.shape[-2:])
-                metrics["kernels/l1"].update(sel(estimate), sel(target))
+        for name, metric in self.metrics[group].items():
+            inputs = self.metric_inputs(name, outputs, batch)
+            if inputs is not None:
+                metric.update(*(x if keep is None else x[keep] for x in inputs))
 
     def in_progress_bar(self, name: str) -> bool:
         return name == "sr/psnr_y"
@@ -240,27 +241,10 @@ class SuperResolutionTask(TrainingSystem):
             diff = (sr.float() - batch["hr"].float()).abs().flatten(1).mean(1)
             loss = diff[keep].mean() if bool(keep.any()) else diff.sum() * 0.0
         batch_size = int(keep.sum()) if keep is not None else batch["lr"].shape[0]
-        for name, term in self.extra_losses(outputs, batch).items():
-            self.log(
-                f"{stage}/loss/{name}",
-                term.detach(),
-                on_step=stage == "train",
-                on_epoch=True,
-                batch_size=max(1, batch_size),
-                sync_dist=stage != "train",
-                add_dataloader_idx=False,
-            )
+        terms = self.extra_losses(outputs, batch)
+        for term in terms.values():
             loss = loss + term
-        self.log(
-            f"{stage}/loss",
-            loss.detach(),
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=max(1, batch_size),
-            sync_dist=stage != "train",
-            add_dataloader_idx=False,
-        )
+        self._log_terms(stage, terms, batch_size, loss)
         return loss, outputs
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -300,10 +284,9 @@ class SuperResolutionTask(TrainingSystem):
     def test_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        group = self.test_groups[dataloader_idx] if self.test_groups else "test"
+        group, stage = self._test_group(dataloader_idx)
         indices = self._batch_indices(batch, batch_idx, dataloader_idx)
         keep = torch.tensor([i is not None for i in indices], device=batch["lr"].device)
-        stage = f"test/{group}" if self.test_groups else "test"
         _, outputs = self._step(batch, stage, keep)
         self._update_metrics(group, outputs, batch, keep)
         self._record_rows(group, indices, outputs, batch)
@@ -316,22 +299,12 @@ class SuperResolutionTask(TrainingSystem):
         outputs: dict[str, torch.Tensor],
         batch: dict[str, torch.Tensor],
     ) -> None:
-        crop, quantize = self.hparams.scale, self.hparams.quantize_metrics
-        sr, hr = outputs["sr"].float(), batch["hr"].float()
-        scores: dict[str, torch.Tensor] = {
-            "sr/psnr_y": psnr_y(sr, hr, crop, quantize),
-            "sr/ssim_y": ssim_y(sr, hr, crop, quantize),
-        }
-        if self.hparams.rgb_metrics:
-            scores["sr/psnr_rgb"] = psnr_rgb(sr, hr, crop, quantize)
-            scores["sr/ssim_rgb"] = ssim_rgb(sr, hr, crop, quantize)
-        if self.estimates and "blur" in outputs:
-            scores["blur/psnr"] = blur_psnr(
-                outputs["blur"].float(), batch["blur"], self.hparams.blur_norm
-            )
-            scores["blur/ssim"] = blur_ssim(
-                outputs["blur"].float(), batch["blur"], self.hparams.blur_norm
-            )
+        # every per-image metric of the group, measured as its torchmetric measures it
+        scores: dict[str, torch.Tensor] = {}
+        for name, metric in self.metrics[group].items():
+            inputs = self.metric_inputs(name, outputs, batch)
+            if isinstance(metric, PerImageMean) and inputs is not None:
+                scores[name] = metric.scores(*inputs)
         names = batch.get("name")
         for i, index in enumerate(indices):
             if index is None:
@@ -343,7 +316,7 @@ class SuperResolutionTask(TrainingSystem):
             self._test_rows.append(row)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_groups or ["test"])
+        super().on_test_epoch_end()
         rows = self._test_rows
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * torch.distributed.get_world_size()
@@ -352,7 +325,6 @@ class SuperResolutionTask(TrainingSystem):
         order = {g: i for i, g in enumerate(self.test_groups or ["test"])}
         self.test_results = sorted(rows, key=lambda r: (order.get(r["group"], 0), r["index"]))
 
-    # ------------------------------------------------------------------ optimization
     # ------------------------------------------------------------------ images
     @torch.no_grad()
     def _log_panel(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
@@ -393,6 +365,8 @@ class NonBlindSRTask(SuperResolutionTask):
         **kwargs: See :class:`SuperResolutionTask`.
     """
 
+    kind = "non_blind_sr"
+
     def __init__(self, net: RRDBSFT, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
 
@@ -425,7 +399,7 @@ class BlindSRTask(SuperResolutionTask):
     At the start of training (not when resuming, testing or predicting) the estimator gets
     the stage-1 checkpoint ``estimator_ckpt`` and the SR network the stage-2 checkpoint
     ``sr_ckpt``; each may be a Lightning checkpoint of svblur, a state dict, or the
-    authors' released file (see :func:`svblur.models.load_weights`). The estimator
+    authors' released file (see :func:`svblur.checkpoints.load_weights`). The estimator
     is frozen (:class:`~svblur.models.BlindSR` with ``freeze_estimator=True``: eval mode
     kept through Lightning's ``train()`` calls, no gradients) and left out of the optimizer.
     Logged: the SR metrics and, for information, the estimator's ``blur/psnr``,
@@ -437,6 +411,8 @@ class BlindSRTask(SuperResolutionTask):
         sr_ckpt: Stage-2 checkpoint (RRDB-SFT).
         **kwargs: See :class:`SuperResolutionTask`.
     """
+
+    kind = "blind_sr"
 
     def __init__(
         self,
@@ -516,6 +492,8 @@ class KernelBlindSRTask(SuperResolutionTask):
         kernel_weight: Weight of the kernel loss (0: off, as the paper).
         **kwargs: See :class:`SuperResolutionTask`.
     """
+
+    kind = "blind_sr"
 
     def __init__(self, net: nn.Module, kernel_weight: float = 0.0, **kwargs: Any) -> None:
         if kernel_weight < 0:
