@@ -10,7 +10,7 @@ ARGS ?=
 # comparison preset of `make compare` (conf/compare/<PRESET>.yaml)
 PRESET ?= small
 
-.PHONY: install train test test-slow test-all lint format bench clean compare figures gpu-check
+.PHONY: install train test test-slow test-all lint format bench clean compare figures gpu-check docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install
 # docs/predict_example.png: stage 1 (make train's job), a short stage 2 and 3, then the picture
 figures: install
 	$(BIN)/python docs/figures.py $(ARGS)
+
+# the documentation site (mkdocs.yml): docs/ pages and the API reference, built into site/
+docs: install
+	$(BIN)/mkdocs build --strict
 
 # on a machine with a GPU: the readiness checks (about 8 minutes), one table
 gpu-check: install
