@@ -71,6 +71,8 @@ def _table(stdout: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
 
 
+# about 85 s on 2 cores: `make test-slow` (the parsers and the budget check stay in make test)
+@pytest.mark.slow
 def test_dry_run_runs_every_check(tmp_path: Path) -> None:
     report = tmp_path / "rows.json"
     done = _run(["--dry-run", "--json", str(report)], tmp_path, timeout=1000)

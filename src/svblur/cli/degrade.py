@@ -4,21 +4,8 @@ Examples:
     svblur-degrade input=photos/ output=degraded/ degradation=motion_sv
     svblur-degrade input=photo.png output=out degradation=gaussian_sv seed=3
 
-For every readable image ``<stem>.<ext>`` of ``input`` (a file or a folder; depth from
-``<folder>/depth/<stem>.png|npy`` and labels from ``<folder>/semseg/<stem>.png`` where
-present) it writes to ``output``, with the sample pipeline of ``degradation=NAME``
-(:mod:`svblur.degradation.pipeline`):
-
-- ``<stem>_lr.png``: the LR image (degradation, downsampling and LR steps);
-- ``<stem>_hr.png``: the degraded HR image, before downsampling;
-- ``<stem>_kernels.png``: the kernel field as a grid of kernels drawn over the image
-  (for defocus: the Gaussian of the sigma map at each grid point);
-- ``<stem>_blur.png``: the sigma map with a colour bar, where the degradation gives one;
-- ``<stem>_mask.png``: the blur mask (white = blurred), for partial blur.
-
-Images longer than ``max_size`` pixels are downscaled first (a 21x21 kernel field holds
-441 values per pixel). Unreadable files, and images a degradation cannot use (defocus
-without depth), are reported and skipped; ``summary.json`` lists them.
+The work, and the pictures it writes, are those of
+:func:`svblur.inference.degrading.degrade_images`; this module reads the config.
 """
 
 from __future__ import annotations
