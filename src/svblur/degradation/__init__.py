@@ -10,20 +10,20 @@ from .defocus import (
     render_uniform_blur,
     solve_f_number,
 )
-from .fields import (
+from .defocus_blur import SYNDOF_MAX_COC, Camera, CameraPrior, DefocusBlur
+from .field_blurs import GaussianFieldBlur, MotionFieldBlur, PartialBlur
+from .field_synthesis import (
     DEFAULT_FOCUS_QUANTILE,
     MM_PER_M,
-    apply_kernel,
-    apply_kernel_field,
     depth_gaussian_field,
     depth_sigma,
     field_from_kernel,
     focus_at_quantile,
     gaussian_field,
-    iter_patch_rows,
     motion_field,
     signed_defocus,
 )
+from .fields import apply_kernel, apply_kernel_field, iter_patch_rows
 from .kernels import (
     gaussian_kernel,
     generalized_gaussian_kernel,
@@ -42,22 +42,9 @@ from .noise import (
     random_poisson_noise,
 )
 from .pca import KernelPCA
-from .pipeline import (
-    SAMPLE_KEYS,
-    SYNDOF_MAX_COC,
-    Bicubic,
-    Camera,
-    CameraPrior,
-    DefocusBlur,
-    Degradation,
-    Degraded,
-    GaussianFieldBlur,
-    MotionFieldBlur,
-    PartialBlur,
-    SamplePipeline,
-    SceneInput,
-)
+from .pipeline import Bicubic, SamplePipeline
 from .resize import imresize
+from .sample import SAMPLE_KEYS, Degradation, Degraded, SceneInput
 from .second_order import SecondOrderDegradation, degrade_second_order
 
 __all__ = [
