@@ -6,6 +6,7 @@ import copy
 import functools
 import math
 import re
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -15,6 +16,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from svblur.conf import config_dir
 from svblur.errors import CheckpointError, CheckpointMismatchError, InputError
 from svblur.models.discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
 from svblur.models.rrdb_sft import RRDB, RRDBSFT, RRDBSFTBlock
@@ -31,6 +33,7 @@ from svblur.systems.gan_losses import (
 from svblur.systems.pbasr import GANSRTask, PBaSRTask
 
 torch.set_num_threads(1)
+CONFIG_DIR = config_dir()
 
 
 def tiny_rrdbnet(scale: int = 4) -> RRDBNet:
@@ -292,6 +295,97 @@ def test_masked_gan_loss(kind):
         loss(logits, True, True, torch.ones(2, 1, 3, 5))
 
 
+def test_hinge_loss_is_eq1_by_hand():
+    # Eq. 1 averaged over W H C = 2 * 1 * 2 = 4 elements (and the batch of one)
+    real = torch.tensor([2.0, 0.5, -1.0, 0.0]).view(1, 2, 1, 2)
+    fake = torch.tensor([-2.0, -0.5, 1.0, 0.0]).view(1, 2, 1, 2)
+    hinge = GANLoss("hinge")
+    # relu(1 - real) = (0, 0.5, 2, 1), relu(1 + fake) = (0, 0.5, 2, 1)
+    assert hinge(real, True, True).item() == pytest.approx(3.5 / 4)
+    assert hinge(fake, False, True).item() == pytest.approx(3.5 / 4)
+    # the generator's term, -mean D(SR) (the release's): -(-2 - 0.5 + 1 + 0) / 4
+    assert hinge(fake, True, False).item() == pytest.approx(1.5 / 4)
+    # a mask over the last two elements: (2 + 1) / 2 and -(1 + 0) / 2
+    mask = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 2, 1, 2)
+    assert hinge(real, True, True, mask).item() == pytest.approx(1.5)
+    assert hinge(fake, True, False, mask).item() == pytest.approx(-0.5)
+
+
+class _RecordingOptimizer:
+    """Stands for an optimizer: records the module's gradients at ``step()``, changes nothing."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.grads = module, []
+
+    def zero_grad(self) -> None:
+        self.module.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.grads.append(
+            [
+                torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                for p in self.module.parameters()
+            ]
+        )
+
+
+def _blur_branch_step(region: str, mask: torch.Tensor):
+    """One step of PBaSR's blur branch (GAN term only, hinge): the logged terms, the
+    generator's and discriminator's gradients, and D's logits on HR and SR."""
+    torch.manual_seed(0)
+    options = {"gan_kind": "hinge", "blur_gan_region": region, "l1_weight": 0.0, "gan_weight": 0.5}
+    system = _gan_system(PBaSRTask, **options)
+    system.eval()  # no spectral-norm power iteration: D gives the same logits when called again
+    logged: dict[str, torch.Tensor] = {}
+    system._log_terms = lambda _, terms, *args: logged.update(terms)  # type: ignore[method-assign]
+    system.manual_backward = lambda loss: loss.backward()  # type: ignore[method-assign]
+    gen = torch.Generator().manual_seed(1)
+    lr, hr = torch.rand(2, 3, 4, 4, generator=gen), torch.rand(2, 3, 16, 16, generator=gen)
+    batch = {"lr": lr, "hr": hr, "blur_mask": mask}
+    g_opt, d_opt = _RecordingOptimizer(system.blur), _RecordingOptimizer(system.blur_discriminator)
+    system._branch_step("blur", system.blur, system.blur_discriminator, batch, g_opt, d_opt)
+    with torch.no_grad():
+        sr = system.blur(batch["lr"])
+        d_real = system.blur_discriminator(batch["hr"], mask)
+        d_fake = system.blur_discriminator(sr, mask)
+    return logged, g_opt.grads[0], d_opt.grads[0], d_real, d_fake
+
+
+def test_blur_gan_region_all_is_eq1_and_blurred_is_the_masked_mean():
+    sharp = torch.zeros(2, 1, 16, 16)  # no blurred pixel
+    logged, g_grads, d_grads, d_real, d_fake = _blur_branch_step("blurred", sharp)
+    assert logged["gan"].item() == 0.0 and logged["discriminator"].item() == 0.0
+    assert all(not g.any() for g in g_grads) and all(not g.any() for g in d_grads)
+
+    logged, g_grads, d_grads, d_real, d_fake = _blur_branch_step("all", sharp)
+    torch.testing.assert_close(logged["gan"], 0.5 * -d_fake.mean())
+    torch.testing.assert_close(
+        logged["discriminator"], (1 - d_real).clamp(min=0).mean() + (1 + d_fake).clamp(min=0).mean()
+    )
+    assert any(g.abs().sum() > 0 for g in g_grads) and any(g.abs().sum() > 0 for g in d_grads)
+
+    partial = torch.zeros(2, 1, 16, 16)
+    partial[0, :, :5, :] = 1
+    partial[1, :, 8:, 3:7] = 1
+    logged, *_, d_real, d_fake = _blur_branch_step("blurred", partial)
+    region = partial.bool()
+    torch.testing.assert_close(logged["gan"], 0.5 * -d_fake[region].mean())
+    torch.testing.assert_close(
+        logged["discriminator"],
+        (1 - d_real[region]).clamp(min=0).mean() + (1 + d_fake[region]).clamp(min=0).mean(),
+    )
+    logged_all, *_, _, d_fake_all = _blur_branch_step("all", partial)
+    torch.testing.assert_close(logged_all["gan"], 0.5 * -d_fake_all.mean())
+
+
+@pytest.mark.parametrize("cls", [GANSRTask, PBaSRTask])
+def test_blur_gan_region_is_validated(cls):
+    assert _gan_system(cls).blur_gan_region == "blurred"  # the default: svblur's earlier behaviour
+    assert _gan_system(cls, blur_gan_region="all").blur_gan_region == "all"
+    with pytest.raises(ValueError, match=r"blur_gan_region must be 'all' .* got 'sharp'"):
+        _gan_system(cls, blur_gan_region="sharp")
+
+
 def _torchvision_vgg19_state() -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """torchvision's VGG19 feature stack, randomly initialized, and its state-dict entries."""
     from torchvision.models.vgg import make_layers
@@ -415,11 +509,11 @@ def test_fusion_keeps_sum_and_scales_difference():
     )
 
 
-def test_fusion_released_rule_and_frozen_parameters():
+def test_fusion_released_femasr_rule_and_frozen_parameters():
     # per-tensor cosines: a: 1 (parallel), b: -1 (opposite) -> mean 0; concatenated: 0.6
     general, blur = Pair([1.0, 0.0], [3.0, 0.0]), Pair([2.0, 0.0], [-1.0, 0.0])
     g0, b0 = flat(general), flat(blur)
-    lam = cross_branch_fusion(general, blur, lambda0=0.8, variant="released")
+    lam = cross_branch_fusion(general, blur, lambda0=0.8, variant="released_femasr")
     assert lam == pytest.approx(0.8, abs=1e-15)
     torch.testing.assert_close(flat(general), 0.8 * g0 + 0.2 * b0)
     paper = cross_branch_fusion(Pair([1.0, 0.0], [3.0, 0.0]), Pair([2.0, 0.0], [-1.0, 0.0]), 0.8)
@@ -427,9 +521,9 @@ def test_fusion_released_rule_and_frozen_parameters():
     # frozen parameters are skipped by default; trainable_only=False mixes them (released)
     general, blur = Pair([1.0, 0.0], [3.0, 0.0]), Pair([2.0, 0.0], [-1.0, 0.0])
     general.b.requires_grad_(False), blur.b.requires_grad_(False)
-    lam = cross_branch_fusion(general, blur, lambda0=0.8, variant="released")
+    lam = cross_branch_fusion(general, blur, lambda0=0.8, variant="released_femasr")
     assert lam == pytest.approx(1.0) and general.b[0].item() == 3.0
-    lam = cross_branch_fusion(general, blur, 0.8, "released", trainable_only=False)
+    lam = cross_branch_fusion(general, blur, 0.8, "released_femasr", trainable_only=False)
     assert lam == pytest.approx(0.8) and general.b[0].item() == pytest.approx(0.8 * 3 - 0.2)
     blur.b.requires_grad_(True)
     with pytest.raises(ValueError, match="trainable in one branch"):
@@ -438,6 +532,110 @@ def test_fusion_released_rule_and_frozen_parameters():
         cross_branch_fusion(general, nn.Linear(2, 2))
     with pytest.raises(ValueError, match="variant"):
         cross_branch_fusion(general, general, variant="mean")  # type: ignore[arg-type]
+
+
+def test_fusion_released_esrgan_is_a_constant_mix():
+    # ParallelNet_ncb.branch_weight_cross: lam = 0.999 whatever the branches, no cosine
+    general, blur = Pair([1.0, 0.0], [0.0, 0.0]), Pair([0.0, 2.0], [0.0, 0.0])
+    expected_g = [[0.999, 0.002], [0.998002, 0.003996]]
+    expected_b = [[0.001, 1.998], [0.001998, 1.996004]]
+    for g_hand, b_hand in zip(expected_g, expected_b, strict=True):
+        assert cross_branch_fusion(general, blur, variant="released_esrgan") == 0.999
+        torch.testing.assert_close(general.a, torch.tensor(g_hand, dtype=torch.float64))
+        torch.testing.assert_close(blur.a, torch.tensor(b_hand, dtype=torch.float64))
+    # the third step: the sum (1, 2) kept, the difference (1, -2) scaled by 0.998^3
+    assert cross_branch_fusion(general, blur, 0.999, "released_esrgan") == 0.999
+    torch.testing.assert_close(
+        general.a, torch.tensor([1 + 0.998**3, 2 - 2 * 0.998**3], dtype=torch.float64) / 2
+    )
+    assert not general.b.any() and general.count.item() == 1.0  # zeros stay; buffers untouched
+    # parallel or opposite branches: the same lam (no cosine); an explicit lambda0 is used
+    for other in ([2.0, 0.0], [-1.0, 0.0]):
+        lam = cross_branch_fusion(
+            Pair([1.0, 0.0], [1.0, 1.0]), Pair(other, other), None, "released_esrgan"
+        )
+        assert lam == 0.999
+    assert (
+        cross_branch_fusion(Pair([1.0], [1.0]), Pair([3.0], [0.0]), 0.9, "released_esrgan") == 0.9
+    )
+
+
+def test_fusion_default_lambda0_per_variant():
+    assert dict(fusion.FUSION_LAMBDA0) == {
+        "paper": 0.99,
+        "released_esrgan": 0.999,
+        "released_femasr": 0.995,
+    }
+    general, blur = Pair([1.0, 0.0], [3.0, 0.0]), Pair([2.0, 0.0], [-1.0, 0.0])
+    # per-tensor cosines 1 and -1: mean 0, so lam = lam0 = 0.995
+    assert cross_branch_fusion(general, blur, variant="released_femasr") == pytest.approx(0.995)
+    assert CrossBranchFusion(variant="released_esrgan").lambda0 == 0.999
+    assert CrossBranchFusion().lambda0 == 0.99
+    with pytest.raises(ValueError, match="lambda0"):
+        CrossBranchFusion(lambda0=1.5)
+
+
+def test_fusion_released_is_a_deprecated_alias_of_released_femasr(caplog):
+    general, blur = Pair([1.0, 0.0], [3.0, 0.0]), Pair([2.0, 0.5], [-1.0, 0.0])
+    twin_g, twin_b = copy.deepcopy(general), copy.deepcopy(blur)
+    with pytest.warns(DeprecationWarning, match="'released_femasr'"):
+        lam = cross_branch_fusion(general, blur, 0.8, "released")  # type: ignore[arg-type]
+    assert lam == cross_branch_fusion(twin_g, twin_b, 0.8, "released_femasr")
+    assert torch.equal(flat(general), flat(twin_g)) and torch.equal(flat(blur), flat(twin_b))
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        callback = CrossBranchFusion(variant="released")  # type: ignore[arg-type]
+    assert callback.variant == "released_femasr" and callback.lambda0 == 0.995
+    assert "deprecated" in caplog.text  # also logged: Hydra users see it
+
+
+def test_merged_generator_is_the_released_combinet():
+    torch.manual_seed(0)
+    system = _gan_system(PBaSRTask)
+    with torch.no_grad():
+        for param in system.blur.parameters():
+            param.add_(torch.randn_like(param))
+    assert not list(system.general.buffers())  # RRDBNet: parameters only, as combinet mixes
+    merged = dict(system.merged_generator().named_parameters())
+    blur = dict(system.blur.named_parameters())
+    for name, g in system.general.named_parameters():
+        torch.testing.assert_close(merged[name], 0.5 * g + 0.5 * blur[name])
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def test_pbasr_paper_experiment_config(make_cfg):
+    from hydra.utils import instantiate
+
+    cfg = make_cfg("train", ["experiment=reblursr_pbasr"], tiny=False)
+    assert cfg.model.gan_kind == "hinge" and cfg.model.blur_gan_region == "all"
+    assert cfg.model.anchor_ckpt is None and cfg.model.anchor_discriminator_ckpt is None
+    callback = instantiate(cfg.callbacks.cross_branch_fusion)
+    assert (callback.variant, callback.lambda0, callback.every_n_steps) == (
+        "released_esrgan",
+        0.999,
+        20,
+    )
+    small = [
+        "model.perceptual=null",
+        "model.net.num_features=8",
+        "model.net.num_blocks=1",
+        "model.net.growth_channels=4",
+        "model.discriminator.num_features=8",
+        "model.blur_discriminator.num_features=8",
+    ]
+    system = instantiate(make_cfg("train", ["experiment=reblursr_pbasr", *small], tiny=False).model)
+    assert isinstance(system, PBaSRTask) and system.gan_loss.kind == "hinge"
+    assert system.blur_gan_region == "all"
+    # both anchors are options of the model (null: random), and the experiment says where
+    # Real-ESRGAN's x4plus generator and discriminator come from
+    for model in ("pbasr", "gan_sr"):
+        model_cfg = make_cfg("train", [f"model={model}"], tiny=False).model
+        assert model_cfg.anchor_ckpt is None and model_cfg.anchor_discriminator_ckpt is None
+        assert (model_cfg.gan_kind, model_cfg.blur_gan_region) == ("vanilla", "blurred")
+    text = (Path(CONFIG_DIR) / "experiment" / "reblursr_pbasr.yaml").read_text()
+    assert "model.anchor_ckpt=/weights/RealESRGAN_x4plus.pth" in text
+    assert "model.anchor_discriminator_ckpt=/weights/RealESRGAN_x4plus_netD.pth" in text
 
 
 class TwoBranches(L.LightningModule):
@@ -542,7 +740,7 @@ def test_fusion_callback_counts_iterations_not_optimizer_steps(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(fusion, "cross_branch_fusion", counting)
-    callback = CrossBranchFusion(every_n_steps=5, variant="released", lambda0=0.995)
+    callback = CrossBranchFusion(every_n_steps=5, variant="released_femasr", lambda0=0.995)
     trainer, _ = make_trainer(callback, max_steps=22)
     fit(trainer, TwoBranchesManual())
     assert steps == [10, 20] and callback.iterations == 11

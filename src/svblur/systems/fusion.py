@@ -1,31 +1,48 @@
 """PBaSR's Cross Fusion Module: adaptive weight interpolation between two branches.
 
-PBaSR (Qin et al., ECCV 2024, Eq. 2) trains two copies of one SR network, a general branch
-``W_G`` and a blur branch ``W_B``, and every ``k = 20`` iterations mixes them::
+PBaSR (Qin et al., ECCV 2024) trains two copies of one SR network, a general branch ``W_G``
+and a blur branch ``W_B``, and every ``k`` iterations (20 in the paper) mixes them::
 
-    W_G' = lam W_G + (1 - lam) W_B,    W_B' = lam W_B + (1 - lam) W_G,
-    lam  = lam0 + (1 - lam0) cos(W_G, W_B) / 2,    lam0 = 0.99,
+    W_G' = lam W_G + (1 - lam) W_B,    W_B' = lam W_B + (1 - lam) W_G.
 
-with the cosine taken over all weights at once (``variant="paper"``). The mix keeps
-``W_G + W_B`` and scales ``W_G - W_B`` by ``2 lam - 1``; the more alike the branches, the
-weaker the mix. Inference uses ``(W_G + W_B) / 2``.
+The mix keeps ``W_G + W_B`` and scales ``W_G - W_B`` by ``2 lam - 1``. Inference uses
+``(W_G + W_B) / 2``. Three rules for ``lam`` (``variant``), each with its own default
+``lam0``:
 
-The released code (``ParallelNet.branch_weight_cross`` in ``basicsr/archs/parallel_arch.py``
-of Imalne/PBaSR; ``variant="released"``) computes instead, over ``named_parameters()``::
+- ``"paper"`` (Eq. 2), ``lam0 = 0.99``::
 
-    lam = lam0 + (1 - lam0) * mean_t cos(W_G[t], W_B[t]),    lam0 = 0.995 (its default),
+      lam = lam0 + (1 - lam0) cos(W_G, W_B) / 2,
 
-the mean over parameter tensors ``t`` of each tensor's cosine
-(:func:`torch.nn.functional.cosine_similarity`, eps 1e-8), without the ``/ 2``. As
-released it cannot run: it appends an undefined name (``cos_dis_abs``, perhaps meant as
-the absolute value of the cosine) and raises ``NameError``; here the signed cosine is
-used. Its ``named_parameters()`` includes frozen parameters, in the cosine and in the
-mix: ``trainable_only=False`` reproduces that. Neither mixes buffers.
+  the cosine taken over all weights at once: the more alike the branches, the weaker the
+  mix.
+- ``"released_esrgan"``: ``ParallelNet_ncb.branch_weight_cross`` in
+  ``basicsr/archs/parallel_arch.py`` of Imalne/PBaSR, the network of the RRDBNet (ESRGAN)
+  anchor in ``options/test_PBaSR_ESRGAN.yml``: a constant ``lam = lam0``, ``lam0 = 0.999``
+  (its ``decay``), no cosine. Its evaluation network ``combinet`` is
+  ``0.5 W_G + 0.5 W_B``.
+- ``"released_femasr"``: ``ParallelNet.branch_weight_cross`` in the same file, the network
+  of the FeMaSR anchor, ``lam0 = 0.995`` (its default)::
+
+      lam = lam0 + (1 - lam0) * mean_t cos(W_G[t], W_B[t]),
+
+  the mean over parameter tensors ``t`` of each tensor's cosine
+  (:func:`torch.nn.functional.cosine_similarity`, eps 1e-8), without the ``/ 2``. As
+  released it cannot run: it appends an undefined name (``cos_dis_abs``, perhaps meant as
+  the absolute value of the cosine) and raises ``NameError``; here the signed cosine is
+  used. ``"released"`` is its former name, kept as a deprecated alias.
+
+Both released rules iterate over ``named_parameters()``, frozen parameters included, in
+the cosine and in the mix: ``trainable_only=False`` reproduces that. No rule mixes
+buffers.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Mapping
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -33,17 +50,39 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
-__all__ = ["CrossBranchFusion", "cross_branch_fusion"]
+__all__ = ["FUSION_LAMBDA0", "CrossBranchFusion", "cross_branch_fusion"]
 
-FusionVariant = Literal["paper", "released"]
-_VARIANTS = ("paper", "released")
+log = logging.getLogger(__name__)
+
+FusionVariant = Literal["paper", "released_esrgan", "released_femasr", "released"]
+#: Each variant's default ``lam0``: the paper's, and the released code's defaults.
+FUSION_LAMBDA0: Mapping[str, float] = MappingProxyType(
+    {"paper": 0.99, "released_esrgan": 0.999, "released_femasr": 0.995}
+)
+#: Former variant names -> their names now.
+_ALIASES = {"released": "released_femasr"}
 
 
-def _check_settings(lambda0: float, variant: str) -> None:
+def _check_settings(lambda0: float | None, variant: str) -> tuple[float, str]:
+    """The ``(lam0, variant)`` to use: an alias resolved (with a deprecation warning) and
+    ``lambda0=None`` replaced by the variant's default."""
+    if variant in _ALIASES:
+        message = (
+            f"fusion variant {variant!r} is deprecated: it is now named "
+            f"{_ALIASES[variant]!r} (the FeMaSR anchor's rule); the RRDBNet / ESRGAN anchor's "
+            f"is 'released_esrgan'"
+        )
+        # DeprecationWarning is hidden by default outside __main__ (e.g. under Hydra's
+        # instantiate): the log says it too.
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+        log.warning(message)
+        variant = _ALIASES[variant]
+    if variant not in FUSION_LAMBDA0:
+        raise ValueError(f"variant must be one of {tuple(FUSION_LAMBDA0)}, got {variant!r}")
+    lambda0 = FUSION_LAMBDA0[variant] if lambda0 is None else float(lambda0)
     if not 0.0 <= lambda0 <= 1.0:
         raise ValueError(f"lambda0 must be in [0, 1], got {lambda0}")
-    if variant not in _VARIANTS:
-        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
+    return lambda0, variant
 
 
 def _paired_parameters(
@@ -103,7 +142,7 @@ def _mean_tensor_cosine(pairs: list[tuple[nn.Parameter, nn.Parameter]]) -> torch
 def cross_branch_fusion(
     general: nn.Module,
     blur: nn.Module,
-    lambda0: float = 0.99,
+    lambda0: float | None = None,
     variant: FusionVariant = "paper",
     *,
     trainable_only: bool = True,
@@ -117,10 +156,12 @@ def cross_branch_fusion(
     Args:
         general: The general branch ``W_G``.
         blur: The blur branch ``W_B``, the same architecture.
-        lambda0: ``lam0`` (0.99 in the paper, 0.995 in the released code).
+        lambda0: ``lam0``; ``None``: the variant's (:data:`FUSION_LAMBDA0`: 0.99 paper,
+            0.999 released_esrgan, 0.995 released_femasr).
         variant: ``"paper"``: ``lam = lam0 + (1 - lam0) cos / 2`` with the cosine over all
-            parameters concatenated; ``"released"``: ``lam = lam0 + (1 - lam0) cos`` with the
-            mean of per-tensor cosines.
+            parameters concatenated; ``"released_esrgan"``: ``lam = lam0``;
+            ``"released_femasr"``: ``lam = lam0 + (1 - lam0) cos`` with the mean of
+            per-tensor cosines; ``"released"``: deprecated name of ``"released_femasr"``.
         trainable_only: Mix (and measure) only parameters with ``requires_grad``; ``False``
             takes every parameter, as the released code.
 
@@ -131,10 +172,12 @@ def cross_branch_fusion(
         ValueError: The branches' parameter names or shapes differ, a parameter is
             trainable in one branch only, or there is nothing to mix.
     """
-    _check_settings(lambda0, variant)
+    lambda0, variant = _check_settings(lambda0, variant)
     pairs = _paired_parameters(general, blur, trainable_only)
     if variant == "paper":
         lam = lambda0 + (1.0 - lambda0) * float(_global_cosine(pairs)) / 2.0
+    elif variant == "released_esrgan":
+        lam = lambda0
     else:
         lam = lambda0 + (1.0 - lambda0) * float(_mean_tensor_cosine(pairs))
     step = 1.0 - lam
@@ -164,8 +207,9 @@ class CrossBranchFusion(Callback):
 
     Args:
         every_n_steps: ``k`` (20 in the paper).
-        lambda0: ``lam0`` (0.99 in the paper).
-        variant: ``"paper"`` or ``"released"``, see :func:`cross_branch_fusion`.
+        lambda0: ``lam0``; ``None``: the variant's (0.99 in the paper).
+        variant: ``"paper"``, ``"released_esrgan"`` or ``"released_femasr"`` (``"released"``
+            is its deprecated name), see :func:`cross_branch_fusion`.
         general_attr: Attribute (dotted path allowed) of the LightningModule holding the
             general branch.
         blur_attr: Attribute of the LightningModule holding the blur branch.
@@ -175,7 +219,7 @@ class CrossBranchFusion(Callback):
     def __init__(
         self,
         every_n_steps: int = 20,
-        lambda0: float = 0.99,
+        lambda0: float | None = None,
         variant: FusionVariant = "paper",
         general_attr: str = "general",
         blur_attr: str = "blur",
@@ -184,10 +228,8 @@ class CrossBranchFusion(Callback):
         super().__init__()
         if int(every_n_steps) != every_n_steps or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps}")
-        _check_settings(lambda0, variant)
+        self.lambda0, self.variant = _check_settings(lambda0, variant)
         self.every_n_steps = int(every_n_steps)
-        self.lambda0 = float(lambda0)
-        self.variant: FusionVariant = variant
         self.general_attr = general_attr
         self.blur_attr = blur_attr
         self.trainable_only = trainable_only

@@ -2,10 +2,14 @@
 against one discriminator (:class:`GANSRTask`).
 
 Real-ESRGAN's objective, ``l1_weight * L1 + perceptual_weight * VGG19 + gan_weight * GAN``,
-with manual optimization (a generator step, then a discriminator step). A branch trained on
-partially blurred data has a discriminator conditioned on ``blur_mask``
-(:class:`~svblur.models.ConditionalUNetDiscriminatorSN`) and its GAN loss averaged over the
-blurred region only (``GANLoss(..., mask=blur_mask)``).
+with manual optimization (a generator step, then a discriminator step). The GAN loss is
+``gan_kind``: ``"vanilla"`` (Real-ESRGAN's) or ``"hinge"`` (PBaSR's Eq. 1). A branch
+trained on partially blurred data has a discriminator conditioned on ``blur_mask``
+(:class:`~svblur.models.ConditionalUNetDiscriminatorSN`); ``blur_gan_region`` says over
+what its adversarial terms (the generator's and the discriminator's) are averaged:
+``"all"``, the whole image (PBaSR's Eq. 1), or ``"blurred"``, the blurred region only
+(``GANLoss(..., mask=blur_mask)``: a patch with no blurred pixel then gets no adversarial
+signal).
 
 A fine-tuning starts from a pretrained GAN: the generators from ``anchor_ckpt``, the
 discriminators from ``anchor_discriminator_ckpt`` (a plain discriminator state dict or a
@@ -42,7 +46,7 @@ from svblur.models.discriminators import ConditionalUNetDiscriminatorSN
 from .base import TrainingSystem
 from .gan_losses import GANLoss
 
-__all__ = ["EVAL_METRICS", "GANSRTask", "GANSystem"]
+__all__ = ["BLUR_GAN_REGIONS", "EVAL_METRICS", "GANSRTask", "GANSystem"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ log = logging.getLogger(__name__)
 EVAL_METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "gmsd", "vif", "vsi")
 #: Key prefixes of a conditional discriminator's condition path (not in a plain one).
 CONDITION_PATH: tuple[str, ...] = ("condition_conv.", "fuse.")
+#: Where a conditional discriminator's adversarial terms are averaged: the whole image
+#: (PBaSR's Eq. 1) or the blurred region (``blur_mask`` 1).
+BLUR_GAN_REGIONS: tuple[str, ...] = ("all", "blurred")
 
 
 class GANSystem(TrainingSystem):
@@ -71,8 +78,16 @@ class GANSystem(TrainingSystem):
         g_optimizer: Callable[..., Optimizer],
         d_optimizer: Callable[..., Optimizer],
         gan_kind: str,
+        blur_gan_region: str,
     ) -> None:
+        if blur_gan_region not in BLUR_GAN_REGIONS:
+            raise ValueError(
+                f"blur_gan_region must be 'all' (the blur branch's GAN loss averaged over the "
+                f"whole image, the paper's Eq. 1) or 'blurred' (over blur_mask == 1 only), "
+                f"got {blur_gan_region!r}"
+            )
         self.automatic_optimization = False
+        self.blur_gan_region = blur_gan_region
         self.perceptual = perceptual
         self.g_optimizer_factory = g_optimizer
         self.d_optimizer_factory = d_optimizer
@@ -183,11 +198,17 @@ class GANSystem(TrainingSystem):
         g_opt: Any,
         d_opt: Any,
     ) -> None:
-        """One generator step, then one discriminator step, of one branch on its batch."""
+        """One generator step, then one discriminator step, of one branch on its batch.
+
+        A conditional discriminator sees ``blur_mask``; its GAN terms are averaged over the
+        blurred region with ``blur_gan_region="blurred"``, over the whole image with
+        ``"all"``.
+        """
         hp = self.hparams
         lr, hr = batch["lr"], batch["hr"]
         conditional = isinstance(discriminator, ConditionalUNetDiscriminatorSN)
         mask = batch.get("blur_mask") if conditional else None
+        region = mask if self.blur_gan_region == "blurred" else None
         sr = generator(lr)
         if sr.shape != hr.shape:
             raise ValueError(
@@ -200,7 +221,7 @@ class GANSystem(TrainingSystem):
         if hp.gan_weight > 0:
             discriminator.requires_grad_(False)
             fake = self._discriminate(discriminator, sr, mask)
-            terms["gan"] = hp.gan_weight * self.gan_loss(fake, True, False, mask=mask)
+            terms["gan"] = hp.gan_weight * self.gan_loss(fake, True, False, mask=region)
             discriminator.requires_grad_(True)
         g_loss = torch.stack(list(terms.values())).sum()
         g_opt.zero_grad()
@@ -210,8 +231,8 @@ class GANSystem(TrainingSystem):
         if hp.gan_weight > 0:
             real = self._discriminate(discriminator, hr, mask)
             fake = self._discriminate(discriminator, sr.detach(), mask)
-            d_loss = self.gan_loss(real, True, True, mask=mask) + self.gan_loss(
-                fake, False, True, mask=mask
+            d_loss = self.gan_loss(real, True, True, mask=region) + self.gan_loss(
+                fake, False, True, mask=region
             )
             d_opt.zero_grad()
             self.manual_backward(d_loss)
@@ -278,7 +299,8 @@ class GANSRTask(GANSystem):
     Batches are a data module's (``lr``, ``hr``, optionally ``blur_mask``), or a
     :class:`~svblur.data.CombinedDataModule`'s ``{"general": ..., "blur": ...}``, whose halves
     are then trained on together (the mixed-data baseline); a conditional discriminator
-    gets the blur mask (general data count as not blurred).
+    gets the blur mask (general data count as not blurred, so that with
+    ``blur_gan_region="blurred"`` they get no adversarial signal).
 
     Args:
         net: The generator (``lr -> sr``, e.g. :class:`~svblur.models.RRDBNet`).
@@ -297,7 +319,11 @@ class GANSRTask(GANSystem):
         l1_weight: Weight of the L1 loss (Real-ESRGAN: 1).
         perceptual_weight: Weight of the perceptual loss (Real-ESRGAN: 1).
         gan_weight: Weight of the GAN loss (Real-ESRGAN: 0.1; 0: no discriminator steps).
-        gan_kind: ``"vanilla"`` or ``"hinge"``.
+        gan_kind: ``"vanilla"`` (Real-ESRGAN's) or ``"hinge"`` (PBaSR's Eq. 1), see
+            :class:`~svblur.systems.GANLoss`.
+        blur_gan_region: With a conditional discriminator, where its GAN terms are
+            averaged: ``"all"`` (the whole image, PBaSR's Eq. 1) or ``"blurred"``
+            (``blur_mask`` 1 only); no effect with a plain discriminator.
         scale: SR factor (also the border cropped by PSNR / SSIM).
         eval_metrics: Region metrics of validation and test.
         export_path: Where to write the generator's state dict at the end of training.
@@ -318,6 +344,7 @@ class GANSRTask(GANSystem):
         perceptual_weight: float = 1.0,
         gan_weight: float = 0.1,
         gan_kind: str = "vanilla",
+        blur_gan_region: str = "blurred",
         scale: int = 4,
         eval_metrics: Sequence[str] = EVAL_METRICS,
         export_path: str | None = None,
@@ -329,7 +356,7 @@ class GANSRTask(GANSystem):
         )
         self.net = net
         self.discriminator = discriminator
-        self._init_shared(perceptual, g_optimizer, d_optimizer, gan_kind)
+        self._init_shared(perceptual, g_optimizer, d_optimizer, gan_kind, blur_gan_region)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.net(lr)

@@ -220,18 +220,25 @@ class GANLoss(nn.Module):
     Per element, with ``D`` the logits:
 
     - vanilla: discriminator ``softplus(-D)`` (real) / ``softplus(D)`` (fake), generator
-      ``softplus(-D)`` (non-saturating);
+      ``softplus(-D)`` (non-saturating); Real-ESRGAN's;
     - hinge: discriminator ``relu(1 - D)`` (real) / ``relu(1 + D)`` (fake), generator ``-D``
 
     (vanilla is binary cross entropy with logits against 1 / 0; a generator step calls
     with ``target_is_real=True``). The per-element loss is averaged over all elements, or,
-    with ``mask``, over the masked region: ``sum(loss * m) / sum(m)`` (PBaSR's masked GAN
-    loss of the blur branch, where ``m`` selects the blurred region). An all-zero mask gives
-    0 (the released code gives NaN for hinge and the unmasked mean for vanilla). Computed
-    in float32 whatever the autocast precision.
+    with ``mask``, over the masked region: ``sum(loss * m) / sum(m)``. An all-zero mask
+    gives 0 (the released code gives NaN for hinge and the unmasked mean for vanilla).
+    Computed in float32 whatever the autocast precision.
+
+    Unmasked hinge is PBaSR's Eq. 1: the discriminator's loss
+    ``mean relu(1 - D(HR)) + mean relu(1 + D(SR))``, each mean over the whole ``W H C``
+    (and the batch). Eq. 1 as printed drops the ``max(0, .)``; the paper calls the loss a
+    hinge loss (Sec. 3.3) and the released ``GANLoss`` / ``MaskedGANLoss`` (gan_type
+    ``hinge``) clamp with a ReLU as here. The paper gives no generator term; ``-mean D(SR)``
+    is the released code's (and BasicSR's). The released ``MaskedGANLoss`` averages over a
+    mask as ``mask=`` does here.
 
     Args:
-        kind: ``"vanilla"`` (Real-ESRGAN) or ``"hinge"`` (PBaSR's masked loss).
+        kind: ``"vanilla"`` (Real-ESRGAN) or ``"hinge"`` (PBaSR's Eq. 1).
     """
 
     def __init__(self, kind: GANKind = "vanilla") -> None:

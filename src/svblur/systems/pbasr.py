@@ -34,20 +34,22 @@ class PBaSRTask(GANSystem):
     Both branches start from the same anchor checkpoint (or the same random weights). Each
     step the general branch trains on ``batch["general"]`` against its discriminator, the
     blur branch on ``batch["blur"]`` against a discriminator conditioned on
-    ``blur_mask``, with the GAN loss averaged over the blurred region; each has its own
-    Adam optimizers. Fusion is the :class:`~svblur.systems.CrossBranchFusion` callback
-    (``callbacks.cross_branch_fusion`` in the configs). Evaluation and the export use the
-    merged generator ``(W_G + W_B) / 2`` (buffers averaged too).
+    ``blur_mask``, with its GAN loss averaged over the whole image
+    (``blur_gan_region="all"``, the paper's Eq. 1) or over the blurred region only
+    (``"blurred"``, the default: svblur's behaviour before the option existed); each has
+    its own Adam optimizers. Fusion is the :class:`~svblur.systems.CrossBranchFusion`
+    callback (``callbacks.cross_branch_fusion`` in the configs). Evaluation and the export
+    use the merged generator ``(W_G + W_B) / 2`` (buffers averaged too).
 
     Args:
         net: The generator; the blur branch is a copy of it.
         discriminator: The general branch's discriminator.
         blur_discriminator: The blur branch's (conditional) discriminator.
 
-    The other arguments (optimizers, losses, weights, anchor, export) are those of
-    :class:`GANSRTask`; ``anchor_discriminator_ckpt`` starts both discriminators from the
-    anchor's (the blur branch's keeps its condition path at its initialization, so it starts
-    equal to the anchor's discriminator whatever the mask).
+    The other arguments (optimizers, losses, weights, ``gan_kind``, ``blur_gan_region``,
+    anchor, export) are those of :class:`GANSRTask`; ``anchor_discriminator_ckpt`` starts
+    both discriminators from the anchor's (the blur branch's keeps its condition path at its
+    initialization, so it starts equal to the anchor's discriminator whatever the mask).
     """
 
     branches = (("general", "discriminator"), ("blur", "blur_discriminator"))
@@ -66,6 +68,7 @@ class PBaSRTask(GANSystem):
         perceptual_weight: float = 1.0,
         gan_weight: float = 0.1,
         gan_kind: str = "vanilla",
+        blur_gan_region: str = "blurred",
         scale: int = 4,
         eval_metrics: Sequence[str] = EVAL_METRICS,
         export_path: str | None = None,
@@ -86,10 +89,15 @@ class PBaSRTask(GANSystem):
         self.blur = copy.deepcopy(net)
         self.discriminator = discriminator
         self.blur_discriminator = blur_discriminator
-        self._init_shared(perceptual, g_optimizer, d_optimizer, gan_kind)
+        self._init_shared(perceptual, g_optimizer, d_optimizer, gan_kind, blur_gan_region)
 
     def merged_generator(self) -> nn.Module:
-        """A copy of the generator with ``(W_G + W_B) / 2`` (parameters and float buffers)."""
+        """A copy of the generator with ``(W_G + W_B) / 2`` (parameters and float buffers).
+
+        The released ``ParallelNet_ncb.combinet`` (the ESRGAN anchor's evaluation network)
+        is ``0.5 W_G + 0.5 W_B`` over parameters only; ``RRDBNet`` has no buffers, so for
+        it the two are the same network.
+        """
         merged = copy.deepcopy(self.general)
         blur = self.blur.state_dict()
         state = {
