@@ -4,7 +4,8 @@ weights strictly, rebuilding their network, and converting other formats.
 Every file is read with ``torch.load(..., weights_only=True)`` (:mod:`.reading`); the record
 (:mod:`.record`) stores what a system computes (:mod:`.kinds`) and how its network is built,
 so that :func:`load_network` (:mod:`.loading`) rebuilds it without the training config;
-:mod:`.convert` converts the CMOS authors' released files and BasicSR's RRDBNet keys.
+:mod:`.convert` converts the CMOS authors' released files, :mod:`.esrgan` the ESRGAN family's
+(BasicSR / Real-ESRGAN / ESRGAN RRDBNets, Real-ESRGAN's discriminator, PBaSR's release).
 Networks are known here by name only (:func:`build_network`): this package sits below
 :mod:`svblur.models`.
 """
@@ -29,6 +30,16 @@ from .convert import (
     to_official_blind_sr,
     to_official_cmos,
     to_official_rrdb_sft,
+)
+from .esrgan import (
+    ESRGAN_KINDS,
+    ESRGANConversion,
+    convert_esrgan,
+    detect_esrgan_kind,
+    from_esrgan_rrdbnet,
+    select_network,
+    to_basicsr,
+    to_basicsr_rrdbnet,
 )
 from .kinds import LEGACY_KINDS, SR_KINDS, SYSTEM_KINDS, kind_of_config, normalize_kind
 from .loading import LoadedNetwork, check_fits, load_network, load_weights
@@ -76,4 +87,13 @@ __all__ = [
     "to_official_blind_sr",
     "to_official_cmos",
     "to_official_rrdb_sft",
+    # the ESRGAN family
+    "ESRGAN_KINDS",
+    "ESRGANConversion",
+    "convert_esrgan",
+    "detect_esrgan_kind",
+    "from_esrgan_rrdbnet",
+    "select_network",
+    "to_basicsr",
+    "to_basicsr_rrdbnet",
 ]

@@ -120,7 +120,18 @@ class GANSystem(TrainingSystem):
         self.load_anchor_discriminator()
 
     def _load_anchor_generator(self, path: Path) -> None:
+        """One generator into every branch; or, when the file holds one generator per
+        branch (``<branch>.*`` keys for every branch, e.g. ``svblur-convert --branches`` of
+        the released PBaSR file), each branch from its own keys."""
         state = from_basicsr_rrdbnet(read_state_dict(path))
+        names = [name for name, _ in self.branches]
+        if len(names) > 1 and all(any(k.startswith(f"{n}.") for k in state) for n in names):
+            for name in names:
+                prefix = f"{name}."
+                part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                load_weights(getattr(self, name), part)
+            log.info("loaded the branches %s from %s", names, path)
+            return
         first = getattr(self, self.branches[0][0])
         load_weights(first, state)
         for name, _ in self.branches[1:]:
