@@ -64,8 +64,9 @@ def _case(name: str) -> tuple[np.ndarray, np.ndarray, str]:
         return image, depth, "synthetic"
     root = _rgbd_dir() / "sintel_market_2"
     if root.is_dir():
-        from svblur.data.rgbd_io import read_image, read_sintel_depth
+        from svblur.data.rgbd import read_sintel_depth
         from svblur.degradation import fill_invalid_depth
+        from svblur.io import read_image
 
         depth = np.asarray(
             fill_invalid_depth(read_sintel_depth(root / "depth.dpt"), max_depth=1000.0)

@@ -27,12 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from svblur.data.onthefly import (
-    NYUv2RGBD,
-    OnTheFlyDefocusDataset,
-    RGBDSample,
-    render_batch,
-)
+from svblur.data.onthefly import OnTheFlyDefocusDataset, render_batch
+from svblur.data.rgbd import NYUv2RGBD, RGBDSample
 
 
 class SyntheticRGBD:

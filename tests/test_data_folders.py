@@ -1,15 +1,20 @@
-"""Tests for what the data readers share (svblur.data.folders) and the modules' old names."""
+"""Tests for what the data readers and data sets share (svblur.data.folders, folder_sr,
+transforms.crop_windows, mixins, loaders.WorkerRNG) and the modules' old names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from svblur.data import folders
+from svblur.data.folder_sr import FolderSRDataModule, FolderSRDataset, image_tensor
 from svblur.data.folders import (
     DataLayoutError,
     check_crop_fits,
+    check_data_folder,
     check_loader_settings,
     crop_pair,
     evenly_spaced,
@@ -20,6 +25,9 @@ from svblur.data.folders import (
     shown_names,
     subfolders,
 )
+from svblur.data.loaders import WorkerRNG
+from svblur.data.mixins import ResumableDataMixin
+from svblur.data.transforms import crop_windows
 from svblur.errors import InputError
 
 
@@ -113,8 +121,28 @@ def test_argument_checks_name_the_setting(tmp_path: Path) -> None:
     check_crop_fits((32, 32), 4, [(Path("/p"), (33, 33)), (Path("/q"), None)], "photo")
 
 
+def test_check_data_folder_names_the_root_and_the_layout(tmp_path: Path) -> None:
+    check_data_folder(tmp_path, "GoPro", "a layout")
+    with pytest.raises(DataLayoutError) as caught:
+        check_data_folder(tmp_path / "nope", "GoPro", "a layout")
+    assert caught.value.problems == [
+        f"data root {tmp_path / 'nope'} does not exist or is not a folder"
+    ]
+    assert str(caught.value).splitlines()[-1] == "Expected a layout"
+
+
 def test_old_module_names_still_import_the_same_objects() -> None:
-    from svblur.data import DefocusDataModule, datamodule, loaders, mixins, samplers, synthetic
+    from svblur.data import (
+        DefocusDataModule,
+        datamodule,
+        loaders,
+        mixins,
+        onthefly,
+        rgbd,
+        rgbd_io,
+        samplers,
+        synthetic,
+    )
 
     assert datamodule.DefocusDataModule is synthetic.DefocusDataModule is DefocusDataModule
     for name in ("EpochSampler", "WorkerRNG", "make_loader"):
@@ -122,3 +150,117 @@ def test_old_module_names_still_import_the_same_objects() -> None:
     for name in ("ResumableDataMixin", "SplitsDataMixin"):
         assert getattr(samplers, name) is getattr(mixins, name)
     assert set(folders.__all__) <= set(dir(folders))
+    # The RGB-D sources moved from onthefly (and the Sintel reader from rgbd_io) to rgbd.
+    moved = ["CityscapesRGBD", "ImageFolder", "NYUv2RGBD", "RGBDFolder", "RGBDSample"]
+    for name in [*moved, "RGBDSource", "load_image_sample"]:
+        assert getattr(onthefly, name) is getattr(rgbd, name) and name in onthefly.__all__
+    for name in ("SINTEL_TAG", "read_sintel_depth"):
+        assert getattr(rgbd_io, name) is getattr(rgbd, name)
+    import svblur.data as data
+
+    assert all(getattr(data, name) is getattr(rgbd, name) for name in moved[:4])
+
+
+# --------------------------------------------------------------------------- data sets
+def test_crop_windows_on_a_grid_random_or_centred() -> None:
+    rng, again = np.random.default_rng(5), np.random.default_rng(5)
+    (rows, cols), (hr_rows, hr_cols) = crop_windows((10, 12), (16, 8), 4, rng)
+    top, left = int(again.integers(0, 10 - 4 + 1)), int(again.integers(0, 12 - 2 + 1))
+    assert (rows, cols) == (slice(top, top + 4), slice(left, left + 2))
+    assert (hr_rows, hr_cols) == (slice(4 * top, 4 * top + 16), slice(4 * left, 4 * left + 8))
+    assert crop_windows((10, 12), (16, 8), 4) == (
+        (slice(3, 7), slice(5, 7)),
+        (slice(12, 28), slice(20, 28)),
+    )
+    assert crop_windows((3, 5), None, 2) == (
+        (slice(0, 3), slice(0, 5)),
+        (slice(0, 6), slice(0, 10)),
+    )
+
+
+class _Source:
+    names = ["a", "b", "c", "d"]
+
+    def __len__(self) -> int:
+        return 4
+
+
+class _Served(FolderSRDataset):
+    salt = 5
+    what = "test photo"
+
+    def __init__(self, fixed: bool, crop_size: tuple[int, int] | None) -> None:
+        super().__init__(_Source(), [3, 1], scale=2, fixed=fixed, seed=7)
+        self.crop_size = crop_size
+
+    def fixed_stream(self, position: int) -> list[int]:
+        return [self.seed, 99, position]
+
+
+def test_folder_sr_dataset_streams_names_and_windows() -> None:
+    fixed, training = _Served(True, (4, 4)), _Served(False, (4, 4))
+    assert len(fixed) == 2 and fixed.names == ["d", "b"]
+    draw = fixed._rng(3).random()
+    assert draw == np.random.default_rng([7, 99, 3]).random()
+    torch.manual_seed(1)
+    expected = np.random.default_rng([7, torch.initial_seed() % 2**63, 5]).random()
+    assert training._rng(3).random() == expected
+    assert fixed._windows((4, 6), "d", training._rng(0))[0] == (slice(1, 3), slice(2, 4))
+    assert _Served(True, None)._windows((4, 6), "d", None)[1] == (slice(0, 8), slice(0, 12))
+    with pytest.raises(InputError, match=r"larger than the test photo d \(2x12, HxW\)"):
+        training._windows((1, 6), "d", np.random.default_rng(0))
+    image = np.arange(24, dtype=np.float64).reshape(2, 4, 3)
+    tensor = image_tensor(image)
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 2, 4)
+    assert torch.equal(tensor[1], torch.from_numpy(image[..., 1]).float())
+
+
+def test_worker_rng_keys_follow_the_seed() -> None:
+    torch.manual_seed(3)
+    base = torch.initial_seed() % 2**63
+    plain, keyed = WorkerRNG(4, 1)(), WorkerRNG(4, 1, [2])()
+    assert plain.random() == np.random.default_rng([4, base, 1]).random()
+    assert keyed.random() == np.random.default_rng([4, 2, base, 1]).random()
+
+
+class _Module(ResumableDataMixin):
+    pass
+
+
+class _Split:
+    title, split, scale = "Photos", "train", 2
+
+    def __len__(self) -> int:
+        return 10
+
+
+class _SplitModule(FolderSRDataModule):
+    seed = 3
+
+
+def test_loader_settings_and_held_out_validation() -> None:
+    module = _Module()
+    module.set_loader_settings(4, None, 0, 1, True, "5")
+    assert (module.batch_size, module.num_workers, module.seed) == (4, 0, 5)
+    assert module.pin_memory is True and module.persistent_workers is False
+    assert not hasattr(module, "eval_batch_size")
+    module.set_loader_settings(4, 2, 2, False, True, 0)
+    assert module.eval_batch_size == 2 and module.persistent_workers is True
+    with pytest.raises(ValueError, match="val_max_images"):
+        module.set_loader_settings(4, 2, 2, False, True, 0, val_max_images=0)
+
+    data = _SplitModule()
+    source = _Split()
+    data._keep_settings((source, None), {"root": "r"}, 3, 2)
+    assert (data.source_settings, data.num_classes, data.scale) == ({"root": "r"}, 3, 2)
+    with pytest.raises(ValueError, match="the Photos train source's scale 2"):
+        data._keep_settings((source,), {}, 3, 4)
+    train, base, val = data._train_and_val(source, None, 0.3, 2)
+    kept, held = hold_out(10, 0.3, 3, owner="the Photos train split", unit="photo")
+    assert (train, base, val) == (kept, source, evenly_spaced(held, 2))
+    other = _Split()
+    assert data._train_and_val(source, other, 0.3, None) == (
+        list(range(10)),
+        other,
+        list(range(10)),
+    )

@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from skimage.metrics import structural_similarity
 
 from svblur.conf import config_dir
-from svblur.data.onthefly import RGBDSample
 from svblur.data.reblursr import (
     ReBlurSRDataError,
     ReBlurSRDataModule,
@@ -25,6 +24,7 @@ from svblur.data.reblursr import (
     ReBlurSRFolder,
     blur_mask_from_released,
 )
+from svblur.data.rgbd import RGBDSample
 from svblur.degradation.pipeline import Bicubic, SamplePipeline
 from svblur.errors import InputError
 from svblur.io import read_image

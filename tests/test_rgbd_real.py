@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svblur.data.rgbd_io import read_image, read_sintel_depth
+from svblur.data.rgbd import read_sintel_depth
 from svblur.degradation import fill_invalid_depth, imresize, render_defocus
+from svblur.io import read_image
 
 SINTEL_DEPTH_SCALE = 1000.0
 SINTEL_SKY_CLIP = 1000.0

@@ -27,10 +27,11 @@ from omegaconf import DictConfig, open_dict
 from svblur.checkpoints import from_official_cmos, from_official_rrdb_sft
 from svblur.cli.train import train
 from svblur.data import generate_scene
-from svblur.data.rgbd_io import read_image, read_sintel_depth
+from svblur.data.rgbd import read_sintel_depth
 from svblur.degradation import fill_invalid_depth, render_defocus
 from svblur.degradation.reference import render_defocus_reference
 from svblur.experiments.baselines import constant_blur_scores, mean_blur
+from svblur.io import read_image
 from svblur.metrics import IGNORE_INDEX, MeanIoU
 from svblur.models import CMOS, RRDBSFT
 

@@ -36,20 +36,14 @@ from svblur.data.motion import (
     MotionSRDataset,
     REDSPairs,
 )
-from svblur.data.onthefly import (
-    CityscapesRGBD,
-    ImageFolder,
-    NYUv2RGBD,
-    OnTheFlyDefocusDataModule,
-    OnTheFlyDefocusDataset,
-    RGBDFolder,
-)
+from svblur.data.onthefly import OnTheFlyDefocusDataModule, OnTheFlyDefocusDataset
 from svblur.data.reblursr import (
     ReBlurSRDataError,
     ReBlurSRDataModule,
     ReBlurSRDataset,
     ReBlurSRFolder,
 )
+from svblur.data.rgbd import CityscapesRGBD, ImageFolder, NYUv2RGBD, RGBDFolder
 from svblur.data.scenes import CLASS_NAMES, Scene, generate_scene, stereo_motorcycle_scene
 from svblur.data.synthetic import DefocusDataModule, SyntheticDefocus, default_max_coc
 from svblur.data.transforms import DefocusAugment

@@ -32,14 +32,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from svblur.data.folders import (
     DataLayoutError,
+    check_data_folder,
     check_fraction,
-    check_loader_settings,
     hold_out,
     require_root,
 )
 from svblur.data.folders import list_images as _list_images
 from svblur.data.loaders import WorkerRNG
 from svblur.data.mixins import SplitsDataMixin
+from svblur.data.transforms import crop_windows
 from svblur.degradation import blur_map_from_png
 from svblur.errors import InputError
 from svblur.io import ImageMode, image_size, read_image
@@ -204,10 +205,7 @@ def validate_bsr_root(
     """
     spec = _spec(dataset)
     root = Path(root)
-    if not root.is_dir():
-        raise _layout_error(
-            [f"data root {root} does not exist or is not a folder"], root, spec.title
-        )
+    check_data_folder(root, spec.title, BSR_LAYOUT)
     splits = ("train", *GROUP_NAMES)
     folders = {split: bsr_split_folders(root, split, scale) for split in splits}
     unique = sorted({folder for roles in folders.values() for folder in roles.values()})
@@ -414,13 +412,10 @@ class BSRFolderDataset(Dataset):
                     f"crop_size {self.crop_size} is larger than the HR image "
                     f"{(lr_h * s, lr_w * s)}; lower data.crop_size"
                 )
-            top = int(rng.integers(0, lr_h - crop_h + 1))
-            left = int(rng.integers(0, lr_w - crop_w + 1))
-            sample["lr"] = sample["lr"][top : top + crop_h, left : left + crop_w]
+            lr_window, hr_window = crop_windows((lr_h, lr_w), self.crop_size, s, rng)
+            sample["lr"] = sample["lr"][lr_window]
             for key in ("hr", "blur", "seg"):
-                sample[key] = sample[key][
-                    top * s : (top + crop_h) * s, left * s : (left + crop_w) * s
-                ]
+                sample[key] = sample[key][hr_window]
         flip_h = self.hflip and rng.random() < 0.5
         flip_v = self.vflip and rng.random() < 0.5
         for key in sample:
@@ -513,25 +508,21 @@ class BSRDataModule(SplitsDataMixin, L.LightningDataModule):
             check_fraction("val_fraction", val_fraction)
         if val_group not in GROUP_NAMES:
             raise ValueError(f"val_group must be one of {list(GROUP_NAMES)}, got {val_group!r}")
-        check_loader_settings(batch_size, eval_batch_size, num_workers)
+        self.set_loader_settings(
+            batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed
+        )
         data_root = require_root(root, f"the folder of the {self.spec.title} archive")
         self.save_hyperparameters(logger=False)
         self.root = data_root
         self.dataset = self.spec.name
         self.num_classes = self.spec.num_classes
         self.scale = int(scale)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.crop_size = None if crop_size is None else (int(crop_size[0]), int(crop_size[1]))
         self.hflip = bool(hflip)
         self.vflip = bool(vflip)
         self.val_source = val_source
         self.val_fraction = float(val_fraction)
         self.val_group = val_group
-        self.seed = int(seed)
         self.check_decode = bool(check_decode)
         self.test_group_names: list[str] = list(GROUP_NAMES)
         self.counts: dict[str, int] | None = None

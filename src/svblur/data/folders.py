@@ -4,7 +4,7 @@ The readers of released trees (GoPro and REDS in :mod:`svblur.data.motion`, ReBl
 :mod:`svblur.data.reblursr`, NYUv2-BSR and Cityscapes-BSR in :mod:`svblur.data.bsr`) check
 a whole tree when they are built and raise one :class:`DataLayoutError` that lists every
 problem, each naming its file or folder, and ends with the layout expected. The folder
-sources of :mod:`svblur.data.onthefly` list their images with :func:`list_images` too.
+sources of :mod:`svblur.data.rgbd` list their images with :func:`list_images` too.
 
 The DataModules hold out a seeded share of their training data for validation
 (:func:`hold_out`), keep at most a number of evenly spaced validation samples
@@ -26,6 +26,7 @@ from svblur.io import IMAGE_SUFFIXES
 __all__ = [
     "DataLayoutError",
     "check_crop_fits",
+    "check_data_folder",
     "check_fraction",
     "check_loader_settings",
     "check_scale",
@@ -191,6 +192,19 @@ def require_root(root: str | Path | None, what: str) -> Path:
     if root is None or str(root) in ("", "???"):
         raise InputError(f"data.root is required: {what}")
     return Path(root)
+
+
+def check_data_folder(root: Path, title: str, expected: str) -> None:
+    """Fail early when the data root is not a folder.
+
+    Raises:
+        DataLayoutError: ``root`` does not exist or is not a folder (``title`` and
+            ``expected`` as for the reader's other layout errors).
+    """
+    if not root.is_dir():
+        raise DataLayoutError(
+            [f"data root {root} does not exist or is not a folder"], root, title, expected
+        )
 
 
 def check_scale(scale: int) -> int:

@@ -21,7 +21,7 @@ its own reproducible stream for training draws. The DataModules use them through
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 
 import numpy as np
 import torch
@@ -130,16 +130,17 @@ def make_loader(
 class WorkerRNG:
     """The random generator of a data set's training draws, one stream per loader worker.
 
-    Calling it returns ``np.random.default_rng([seed, base_seed % 2**63, salt])`` where
-    ``base_seed`` is the worker's torch seed (the process's outside workers), so each
+    Calling it returns ``np.random.default_rng([seed, *keys, base_seed % 2**63, salt])``
+    where ``base_seed`` is the worker's torch seed (the process's outside workers), so each
     worker of each epoch draws its own stream, reproducibly; the generator is kept while
     the worker (and its seed) stays the same. ``salt`` keeps the streams of different data
-    sets apart.
+    sets apart, ``keys`` (none by default; e.g. a split's code) those of one data set's parts.
     """
 
-    def __init__(self, seed: int, salt: int) -> None:
+    def __init__(self, seed: int, salt: int, keys: Sequence[int] = ()) -> None:
         self.seed = int(seed)
         self.salt = int(salt)
+        self.keys = [int(key) for key in keys]
         self._state: tuple[object, np.random.Generator] | None = None
 
     def __call__(self) -> np.random.Generator:
@@ -147,5 +148,6 @@ class WorkerRNG:
         base_seed = info.seed if info is not None else torch.initial_seed()
         token = (info.id if info is not None else None, base_seed)
         if self._state is None or self._state[0] != token:
-            self._state = (token, np.random.default_rng([self.seed, base_seed % 2**63, self.salt]))
+            key = [self.seed, *self.keys, base_seed % 2**63, self.salt]
+            self._state = (token, np.random.default_rng(key))
         return self._state[1]

@@ -1,9 +1,11 @@
 """Mixins of svblur's LightningDataModules: the data position in checkpoints and the loaders.
 
-:class:`ResumableDataMixin` stores the training position (epoch, batches done) in
-checkpoints and builds loaders with :func:`~svblur.data.loaders.make_loader`, so a resumed
-run continues the interrupted epoch's order; :class:`SplitsDataMixin` adds the
-train / val / test loaders of a module whose data sets are named splits.
+:class:`ResumableDataMixin` checks and keeps the loader settings
+(:meth:`~ResumableDataMixin.set_loader_settings`), stores the training position (epoch,
+batches done) in checkpoints and builds loaders with
+:func:`~svblur.data.loaders.make_loader`, so a resumed run continues the interrupted
+epoch's order; :class:`SplitsDataMixin` adds the train / val / test loaders of a module
+whose data sets are named splits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from svblur.data.folders import check_loader_settings
 from svblur.data.loaders import make_loader
 
 __all__ = ["ResumableDataMixin", "SplitsDataMixin"]
@@ -22,7 +25,7 @@ class ResumableDataMixin:
     """For LightningDataModules: store the training position in checkpoints, build loaders.
 
     The module needs ``seed``, ``num_workers``, ``pin_memory`` and ``persistent_workers``
-    attributes for :meth:`loader`.
+    attributes for :meth:`loader`; :meth:`set_loader_settings` checks and sets them.
 
     Checkpoints get ``{"epoch", "batches_done"}`` from the trainer's progress; after
     loading one, :attr:`resume_position` holds it for the ``resume`` of
@@ -30,6 +33,33 @@ class ResumableDataMixin:
     """
 
     resume_position: tuple[int, int] | None = None
+
+    def set_loader_settings(
+        self,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        seed: int,
+        val_max_images: int | None = None,
+    ) -> None:
+        """Check the loader settings (:func:`~svblur.data.folders.check_loader_settings`,
+        ``val_max_images`` included where given) and keep them as attributes: ``batch_size``,
+        ``eval_batch_size`` (not set when ``None``), ``num_workers``, ``pin_memory``,
+        ``persistent_workers`` (only with workers) and ``seed``.
+
+        Raises:
+            ValueError: A setting is out of range; the message names it.
+        """
+        check_loader_settings(batch_size, eval_batch_size, num_workers, val_max_images)
+        self.batch_size = int(batch_size)
+        if eval_batch_size is not None:
+            self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.seed = int(seed)
 
     def state_dict(self) -> dict[str, int]:
         trainer = getattr(self, "trainer", None)

@@ -32,27 +32,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
+from svblur.data.folder_sr import FolderSRDataModule, FolderSRDataset, image_tensor
 from svblur.data.folders import (
     DataLayoutError,
     check_crop_fits,
-    check_loader_settings,
+    check_data_folder,
     check_scale,
-    check_source_scales,
     crop_pair,
-    evenly_spaced,
     hold_out,
     images_by_stem,
     require_root,
     shown_names,
     subfolders,
 )
-from svblur.data.loaders import WorkerRNG
-from svblur.data.mixins import SplitsDataMixin
 from svblur.degradation.noise import add_gaussian_noise
 from svblur.degradation.resize import imresize
 from svblur.errors import InputError
@@ -264,12 +259,11 @@ class GoProPairs(MotionPairs):
             f"{layout}/<frame>.png with the same frame names in {blur_folder}/ and sharp/ "
             "(data.root is GOPRO_Large or the folder that holds it)"
         )
+        check_data_folder(self.root, self.title, expected)
 
         def fail(problems: list[str]) -> MotionDataError:
             return MotionDataError(problems, self.root, self.title, expected)
 
-        if not self.root.is_dir():
-            raise fail([f"data root {self.root} does not exist or is not a folder"])
         base = self.root
         if base.name != "GOPRO_Large" and not (base / split).is_dir():
             base = base / "GOPRO_Large"
@@ -343,12 +337,11 @@ class REDSPairs(MotionPairs):
             f"<frame>.png with the same sequences and frame names (each folder may also be "
             f"under <root>/{split}/)"
         )
+        check_data_folder(self.root, self.title, expected)
 
         def fail(problems: list[str]) -> MotionDataError:
             return MotionDataError(problems, self.root, self.title, expected)
 
-        if not self.root.is_dir():
-            raise fail([f"data root {self.root} does not exist or is not a folder"])
         folders = {}
         problems: list[str] = []
         for role, name in (("source", source_name), ("hr", hr_name)):
@@ -392,7 +385,7 @@ def noise_group_name(level: float) -> str:
     return f"noise{float(level):g}"
 
 
-class MotionSRDataset(Dataset):
+class MotionSRDataset(FolderSRDataset):
     """Pairs of a :class:`MotionPairs` with ArcSR's augmentation and noise.
 
     Training (``fixed=False``): an HR patch of ``crop_size`` at a random position on the LR
@@ -424,6 +417,9 @@ class MotionSRDataset(Dataset):
     (``"<sequence>/<frame>"``).
     """
 
+    salt = 19
+    what = "HR frame"
+
     def __init__(
         self,
         source: MotionPairs,
@@ -437,12 +433,9 @@ class MotionSRDataset(Dataset):
         fixed: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__()
         if int(scale) != source.scale:
             raise ValueError(f"scale={scale} differs from the source's scale {source.scale}")
-        self.source = source
-        self.scale = int(scale)
-        self.indices = list(range(len(source))) if indices is None else [int(i) for i in indices]
+        super().__init__(source, indices, scale, fixed, seed)
         for i in self.indices:
             if not 0 <= i < len(source):
                 raise IndexError(f"index {i} out of range for {len(source)} pairs")
@@ -471,41 +464,18 @@ class MotionSRDataset(Dataset):
         self.noise_level = None if noise_level is None else float(noise_level)
         self.rotate = bool(rotate)
         self.hflip = bool(hflip)
-        self.fixed = bool(fixed)
-        self.seed = int(seed)
-        self._worker_rng = WorkerRNG(self.seed, 19)
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    @property
-    def names(self) -> list[str]:
-        """``"<sequence>/<frame>"`` of every item, in order."""
-        return [self.source.pairs[i].name for i in self.indices]
-
-    def _rng(self, position: int) -> np.random.Generator:
-        if self.fixed:
-            # A pure function of (seed, level, pair): the same noise in every run, process
-            # and group order, and a different field for each level.
-            level = -1 if self.noise_level is None else round(self.noise_level * 1000)
-            return np.random.default_rng([self.seed, 23, level + 1, position])
-        return self._worker_rng()
+    def fixed_stream(self, position: int) -> list[int]:
+        """A pure function of (seed, level, pair): the same noise in every run, process and
+        group order, and a different field for each level."""
+        level = -1 if self.noise_level is None else round(self.noise_level * 1000)
+        return [self.seed, 23, level + 1, position]
 
     def _augment(
         self, lr: np.ndarray, hr: np.ndarray, name: str, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        s = self.scale
-        crop_h, crop_w = (side // s for side in self.crop_size or (s, s))
-        lr_h, lr_w = lr.shape[:2]
-        if crop_h > lr_h or crop_w > lr_w:
-            raise InputError(
-                f"crop_size {self.crop_size} is larger than the HR frame {name} "
-                f"({lr_h * s}x{lr_w * s}, HxW); lower data.crop_size"
-            )
-        top = int(rng.integers(0, lr_h - crop_h + 1))
-        left = int(rng.integers(0, lr_w - crop_w + 1))
-        lr = lr[top : top + crop_h, left : left + crop_w]
-        hr = hr[top * s : (top + crop_h) * s, left * s : (left + crop_w) * s]
+        lr_window, hr_window = self._windows(lr.shape[:2], name, rng)
+        lr, hr = lr[lr_window], hr[hr_window]
         turns = int(rng.integers(0, 4)) if self.rotate else 0
         if turns:
             lr, hr = np.rot90(lr, turns, axes=(0, 1)), np.rot90(hr, turns, axes=(0, 1))
@@ -525,14 +495,10 @@ class MotionSRDataset(Dataset):
             level = float(rng.uniform(*self.noise_range))
         if level > 0:
             lr = add_gaussian_noise(lr, rng, level / 255.0)
-        return {
-            "lr": torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1), np.float32)),
-            "hr": torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1), np.float32)),
-            "name": name,
-        }
+        return {"lr": image_tensor(lr), "hr": image_tensor(hr), "name": name}
 
 
-class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
+class MotionSRDataModule(FolderSRDataModule):
     """GoPro / REDS for blind SR: augmented patches for training, two noise levels for test.
 
     Validation uses ``val_source`` when given; otherwise a seeded ``val_fraction`` of the
@@ -589,7 +555,15 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
         **source_settings: Any,
     ) -> None:
         super().__init__()
-        check_loader_settings(batch_size, eval_batch_size, num_workers, val_max_images)
+        self.set_loader_settings(
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            seed,
+            val_max_images,
+        )
         levels = [float(level) for level in test_noise_levels]
         names = [noise_group_name(level) for level in levels]
         if len(set(names)) != len(names):
@@ -597,25 +571,14 @@ class MotionSRDataModule(SplitsDataMixin, L.LightningDataModule):
         self.save_hyperparameters(
             logger=False, ignore=["train_source", "test_source", "val_source"]
         )
-        self.source_settings = source_settings
-        self.num_classes = int(num_classes)
-        self.scale = int(scale)
-        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.seed = int(seed)
         self.noise_range = tuple(float(v) for v in noise_range)
-        check_source_scales(self.scale, (train_source, test_source, val_source))
+        sources = (train_source, test_source, val_source)
+        self._keep_settings(sources, source_settings, num_classes, scale)
         common = {"scale": self.scale, "noise_range": self.noise_range, "seed": self.seed}
 
-        if val_source is None:
-            train_idx, val_idx = self._hold_out(train_source, float(val_fraction))
-            val_base = train_source
-        else:
-            train_idx, val_idx = list(range(len(train_source))), list(range(len(val_source)))
-            val_base = val_source
-        val_idx = evenly_spaced(val_idx, val_max_images)
+        train_idx, val_base, val_idx = self._train_and_val(
+            train_source, val_source, val_fraction, val_max_images
+        )
         train = MotionSRDataset(
             train_source, train_idx, crop_size, rotate=rotate, hflip=hflip, **common
         )

@@ -24,7 +24,7 @@ a resampled mask) is thresholded at 128 (below = blurred), and the reader logs t
 :class:`ReBlurSRFolder` lists and checks one split when it is built and raises a
 :class:`ReBlurSRDataError` naming every problem (missing folder, image without mask, mask
 without image, size mismatch, unreadable file). It is an
-:class:`~svblur.data.onthefly.RGBDSource` (``load`` gives the photo without depth or
+:class:`~svblur.data.rgbd.RGBDSource` (``load`` gives the photo without depth or
 labels); :meth:`ReBlurSRFolder.load_with_mask` adds the mask. :class:`ReBlurSRDataset`
 crops photo and mask together and makes the LR with the degradation's downsampling and LR
 steps only (the photos are already blurred), or reads the released LR;
@@ -41,27 +41,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from svblur.data.folder_sr import FolderSRDataModule, FolderSRDataset, image_tensor
 from svblur.data.folders import (
     DataLayoutError,
     check_crop_fits,
-    check_loader_settings,
+    check_data_folder,
     check_scale,
-    check_source_scales,
     crop_pair,
-    evenly_spaced,
-    hold_out,
     images_by_stem,
     require_root,
     shown_names,
 )
-from svblur.data.loaders import WorkerRNG
-from svblur.data.mixins import SplitsDataMixin
-from svblur.data.onthefly import RGBDSample
+from svblur.data.rgbd import RGBDSample
 from svblur.degradation.pipeline import SamplePipeline
 from svblur.errors import InputError
 from svblur.io import image_size, read_image
@@ -192,12 +187,11 @@ class ReBlurSRFolder:
             f"{self.split_folder}/{type_part}{{{','.join(leaves)}}}/<stem>.png|jpg with the "
             f"same stems in each (masks: 0 = blurred, 255 = sharp)"
         )
+        check_data_folder(self.root, self.title, expected)
 
         def fail(problems: list[str]) -> ReBlurSRDataError:
             return ReBlurSRDataError(problems, self.root, self.title, expected)
 
-        if not self.root.is_dir():
-            raise fail([f"data root {self.root} does not exist or is not a folder"])
         if not self.split_folder.is_dir():
             hint = ""
             if (self.root / "ALL_HR").is_dir():
@@ -303,7 +297,7 @@ class ReBlurSRFolder:
         return [i for i, item in enumerate(self.items) if item.blur_type == blur_type]
 
     def load(self, index: int) -> RGBDSample:
-        """Photo ``index`` as an :class:`~svblur.data.onthefly.RGBDSample` (no depth, no
+        """Photo ``index`` as an :class:`~svblur.data.rgbd.RGBDSample` (no depth, no
         labels): RGB float32 ``(H, W, 3)`` in ``[0, 1]``."""
         return RGBDSample(read_image(self.items[index].hr, "rgb"), None, None)
 
@@ -374,7 +368,7 @@ def _note_unused_blur(pipeline: SamplePipeline) -> None:
         )
 
 
-class ReBlurSRDataset(Dataset):
+class ReBlurSRDataset(FolderSRDataset):
     """ReBlurSR photos, cropped with their masks, and the LR made from them.
 
     Per item: photo and mask are cropped together (``crop_size``: random, or centred with
@@ -403,6 +397,9 @@ class ReBlurSRDataset(Dataset):
     1 = blurred) and ``name`` (``"<blur type>/<stem>"``).
     """
 
+    salt = 31
+    what = "ReBlurSR photo"
+
     def __init__(
         self,
         folder: ReBlurSRFolder,
@@ -415,8 +412,7 @@ class ReBlurSRDataset(Dataset):
         indices: Sequence[int] | None = None,
         use_stored_lr: bool = True,
     ) -> None:
-        super().__init__()
-        self.scale = int(scale)
+        super().__init__(folder, indices, scale, fixed, seed)
         self.crop_size = crop_pair(crop_size)
         if self.crop_size is not None and (
             self.crop_size[0] % self.scale or self.crop_size[1] % self.scale
@@ -429,47 +425,18 @@ class ReBlurSRDataset(Dataset):
             raise ValueError(
                 f"the degradation's scale {self.pipeline.scale} differs from scale={scale}"
             )
-        self.folder = folder
-        self.indices = list(range(len(folder))) if indices is None else [int(i) for i in indices]
         self.stored_lr = bool(use_stored_lr) and folder.has_lr
         if not self.stored_lr:
             _note_unused_blur(self.pipeline)
-        self.fixed = bool(fixed)
         self.hflip = bool(hflip) and not self.fixed
-        self.seed = int(seed)
-        self._worker_rng = WorkerRNG(self.seed, 31)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     @property
-    def names(self) -> list[str]:
-        """``"<blur type>/<stem>"`` of every item, in order."""
-        return [self.folder.items[i].name for i in self.indices]
+    def folder(self) -> ReBlurSRFolder:
+        """The photos (the :attr:`source`)."""
+        return self.source
 
-    def _rng(self, position: int) -> np.random.Generator:
-        if self.fixed:
-            return np.random.default_rng([self.seed, 29, position])
-        return self._worker_rng()
-
-    def _window(
-        self, height: int, width: int, unit: int, name: str, rng: np.random.Generator
-    ) -> tuple[slice, slice]:
-        """A crop window on a grid of ``unit`` pixels (``unit = scale`` on the LR grid)."""
-        if self.crop_size is None:
-            return slice(0, height), slice(0, width)
-        crop_h, crop_w = self.crop_size[0] // unit, self.crop_size[1] // unit
-        if crop_h > height or crop_w > width:
-            raise InputError(
-                f"crop_size {self.crop_size} is larger than the ReBlurSR photo {name} "
-                f"({height * unit}x{width * unit}, HxW); lower data.crop_size"
-            )
-        if self.fixed:
-            top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        else:
-            top = int(rng.integers(0, height - crop_h + 1))
-            left = int(rng.integers(0, width - crop_w + 1))
-        return slice(top, top + crop_h), slice(left, left + crop_w)
+    def fixed_stream(self, position: int) -> list[int]:
+        return [self.seed, 29, position]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         position = self.indices[index]
@@ -487,10 +454,9 @@ class ReBlurSRDataset(Dataset):
                     f"LR {item.lr} is {lr.shape[1]}x{lr.shape[0]} (WxH) but its HR {item.hr} "
                     f"is {image.shape[1]}x{image.shape[0]}: expected {lr_w}x{lr_h} (1/{s})"
                 )
-        rows, cols = self._window(lr_h, lr_w, s, item.name, rng)
+        lr_window, hr_window = self._windows((lr_h, lr_w), item.name, rng)
         if lr is not None:
-            lr = lr[rows, cols]
-        hr_window = (slice(rows.start * s, rows.stop * s), slice(cols.start * s, cols.stop * s))
+            lr = lr[lr_window]
         hr, mask = image[hr_window], mask[hr_window]
         flip = self.hflip and bool(rng.random() < 0.5)
         if flip:
@@ -500,15 +466,15 @@ class ReBlurSRDataset(Dataset):
         if lr is None:
             lr = self.pipeline.to_lr(hr, rng)
         return {
-            "lr": torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1), np.float32)),
-            "hr": torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1))),
+            "lr": image_tensor(lr),
+            "hr": image_tensor(hr),
             "blur_mask": torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None],
             "name": item.name,
         }
 
 
 # --------------------------------------------------------------------------- DataModule
-class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
+class ReBlurSRDataModule(FolderSRDataModule):
     """ReBlurSR for blind SR that keeps the blur: patches for training, whole photos for test.
 
     Validation uses ``val_source`` when given; otherwise a seeded ``val_fraction`` of the
@@ -567,35 +533,26 @@ class ReBlurSRDataModule(SplitsDataMixin, L.LightningDataModule):
         **source_settings: Any,
     ) -> None:
         super().__init__()
-        check_loader_settings(batch_size, eval_batch_size, num_workers, val_max_images)
+        self.set_loader_settings(
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+            seed,
+            val_max_images,
+        )
         self.save_hyperparameters(
             logger=False, ignore=["train_source", "test_source", "val_source", "degradation"]
         )
-        self.source_settings = source_settings
-        self.num_classes = int(num_classes)
-        self.scale = int(scale)
-        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.seed = int(seed)
+        sources = (train_source, test_source, val_source)
+        self._keep_settings(sources, source_settings, num_classes, scale)
         pipeline = SamplePipeline(None, scale=self.scale) if degradation is None else degradation
-        check_source_scales(self.scale, (train_source, test_source, val_source))
         common = {"scale": self.scale, "degradation": pipeline, "seed": self.seed}
 
-        if val_source is None:
-            train_idx, val_idx = hold_out(
-                len(train_source),
-                float(val_fraction),
-                self.seed,
-                owner=f"the ReBlurSR {train_source.split} split",
-                unit="photo",
-            )
-            val_base = train_source
-        else:
-            train_idx, val_idx = list(range(len(train_source))), list(range(len(val_source)))
-            val_base = val_source
-        val_idx = evenly_spaced(val_idx, val_max_images)
+        train_idx, val_base, val_idx = self._train_and_val(
+            train_source, val_source, val_fraction, val_max_images
+        )
         crop = crop_pair(crop_size)
         for source, indices, size, setting in (
             (train_source, train_idx, crop, "crop_size"),

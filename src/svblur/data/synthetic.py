@@ -22,9 +22,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
-from svblur.data.folders import check_loader_settings
+from svblur.data.loaders import WorkerRNG
 from svblur.data.mixins import ResumableDataMixin
 from svblur.data.scenes import Scene, generate_scene, stereo_motorcycle_scene
 from svblur.data.transforms import DefocusAugment, SigmaScaling, record_to_sample
@@ -300,7 +300,7 @@ class SyntheticDefocus(Dataset):
         if render_cache is None and cache:
             render_cache = {}
         self._renders: RenderCache | None = render_cache
-        self._augment_state: tuple[object, np.random.Generator] | None = None
+        self._worker_rng = WorkerRNG(self.seed, 1, [SPLITS[split]])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -388,14 +388,9 @@ class SyntheticDefocus(Dataset):
         return rendered
 
     def _augment_rng(self) -> np.random.Generator:
-        """Per-process augmentation generator, re-seeded in every new worker process."""
-        info = get_worker_info()
-        base_seed = info.seed if info is not None else torch.initial_seed()
-        token = (info.id if info is not None else None, base_seed)
-        if self._augment_state is None or self._augment_state[0] != token:
-            rng = np.random.default_rng([self.seed, SPLITS[self.split], base_seed % 2**63, 1])
-            self._augment_state = (token, rng)
-        return self._augment_state[1]
+        """Per-process augmentation generator, re-seeded in every new worker process
+        (:class:`~svblur.data.loaders.WorkerRNG` of ``seed`` and the split)."""
+        return self._worker_rng()
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """Sample ``index``; ``(index, epoch)`` seeds its augmentation from both.
@@ -529,7 +524,9 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        check_loader_settings(batch_size, num_workers=num_workers)
+        self.set_loader_settings(
+            batch_size, None, num_workers, pin_memory, persistent_workers, seed
+        )
         if sigma_scaling not in ("physical", "released"):
             raise ValueError(
                 f"sigma_scaling must be 'physical' or 'released', got {sigma_scaling!r}"
@@ -538,11 +535,6 @@ class DefocusDataModule(ResumableDataMixin, L.LightningDataModule):
         self.hr_size = hr_size
         self.scale = int(scale)
         self.num_classes = int(num_classes)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self._sizes = {
             "train": int(train_size),
             "val": int(val_size),

@@ -1,5 +1,8 @@
-"""Training augmentation for defocus samples: horizontal flip and zoom, blur-consistent.
+"""Training augmentation: aligned crops, and the blur-consistent flip and zoom of defocus
+samples.
 
+:func:`crop_windows` places the crops of the data sets (HR, LR and maps alike: a crop is
+chosen on the LR grid). For defocus samples:
 The augmentation acts on a *rendered record* (numpy, HWC) that still holds the blurred
 HR image and returns the augmented record; the LR input is made afterwards, once, from
 the augmented blurred HR by the sample pipeline (:func:`record_to_sample`), so it stays
@@ -23,9 +26,46 @@ import numpy as np
 
 from svblur.degradation.pipeline import SamplePipeline
 
-__all__ = ["DefocusAugment", "SigmaScaling", "record_to_sample"]
+__all__ = ["DefocusAugment", "SigmaScaling", "crop_windows", "record_to_sample"]
 
 SigmaScaling = Literal["physical", "released"]
+
+
+def crop_windows(
+    size: tuple[int, int],
+    crop: tuple[int, int] | None,
+    scale: int = 1,
+    rng: np.random.Generator | None = None,
+) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """The windows of a crop chosen on a grid of ``scale`` pixels, e.g. the LR grid, so that
+    an HR image and its LR image (and maps) are cropped alike.
+
+    Args:
+        size: ``(h, w)`` of the grid (the LR size; the image's own size with ``scale=1``).
+        crop: HR crop ``(H, W)``, each a multiple of ``scale`` that fits ``scale * size``
+            (the caller checks, with its own message); ``None``: the whole image.
+        scale: Grid step in HR pixels.
+        rng: Draws the top, then the left edge; ``None``: the crop is centred.
+
+    Returns:
+        ``((rows, cols), (hr_rows, hr_cols))``: the window on the grid and on the HR image.
+    """
+    height, width = size
+    if crop is None:
+        rows, cols = slice(0, height), slice(0, width)
+    else:
+        crop_h, crop_w = crop[0] // scale, crop[1] // scale
+        if rng is None:
+            top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        else:
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+        rows, cols = slice(top, top + crop_h), slice(left, left + crop_w)
+    hr_window = (
+        slice(rows.start * scale, rows.stop * scale),
+        slice(cols.start * scale, cols.stop * scale),
+    )
+    return (rows, cols), hr_window
 
 
 def record_to_sample(

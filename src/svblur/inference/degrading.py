@@ -14,7 +14,8 @@ present) it writes to ``output``, with the sample pipeline of ``degradation=NAME
 
 Images longer than ``max_size`` pixels are downscaled first (a 21x21 kernel field holds
 441 values per pixel). Unreadable files, and images a degradation cannot use (defocus
-without depth), are reported and skipped; ``summary.json`` lists them.
+without depth), are reported by name and skipped; ``summary.json`` lists them
+(``svblur-degrade`` then exits with status 1).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from svblur.data.onthefly import load_image_sample
+from svblur.data.rgbd import load_image_sample
 from svblur.degradation import SceneInput, fill_invalid_depth, gaussian_kernel, imresize
 from svblur.degradation.pipeline import SamplePipeline
 from svblur.errors import InputError
@@ -166,4 +167,6 @@ def degrade_images(
         len(summary["ignored"]),
         out_dir,
     )
+    if summary["failed"]:
+        log.warning("failed: %s", ", ".join(summary["failed"]))
     return summary
