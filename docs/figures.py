@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,19 +162,63 @@ def _test_split(classes: int) -> tuple[SyntheticDefocus, float]:
     return datamodule.datasets["test"], mean_blur(datamodule.train_dataloader())
 
 
-DEGRADATIONS = ("defocus", "gaussian_sv", "motion_sv", "partial_blur", "bsrgan")
+DEGRADATIONS = (
+    "defocus",
+    "gaussian_sv",
+    "motion_sv",
+    "partial_blur",
+    "bsrgan",
+    "realesrgan",
+)
+
+
+def _text_panel(lines: list[str], size: tuple[int, int], title: str) -> Image.Image:
+    """A white panel of ``size`` (width, height) with a title and lines of text."""
+    canvas = Image.new("RGB", (size[0], size[1] + 16), "white")
+    ink = ImageDraw.Draw(canvas)
+    ink.text((2, 2), title, fill=(0, 0, 0))
+    for row, line in enumerate(lines):
+        ink.text((6, 22 + 13 * row), line, fill=(0, 0, 0))
+    return canvas
+
+
+def _bsrgan_lines(plan: Any) -> list[str]:
+    """One line per step of a :class:`~svblur.degradation.BSRGANPlan`, in order."""
+    lines = [] if plan.prescale is None else [f"2x pre-downsample ({plan.prescale})"]
+    for name in plan.order:
+        step = plan.steps[name]
+        if name.startswith("blur") and step["kind"] == "iso":
+            lines.append(f"{name}: iso {step['size']}x{step['size']}, sigma {step['sigma']:.2f}")
+        elif name.startswith("blur"):
+            sigmas = "/".join(f"{v**0.5:.2f}" for v in step["variances"])
+            lines.append(f"{name}: aniso {step['size']}x{step['size']}, sigma {sigmas}")
+        elif name == "downsample" and step["kind"] == "resize":
+            lines.append(f"downsample: 1/{step['factor']:.2f} ({step['mode']})")
+        elif name == "downsample":
+            lines.append(f"downsample: shifted Gaussian {step['sigma']:.2f} + nearest")
+        elif name == "resize":
+            lines.append(f"resize to the LR size ({step['mode']})")
+        elif name == "noise":
+            lines.append(f"noise: {step['kind']} Gaussian, level {step['level']}")
+        elif name == "jpeg":
+            lines.append(
+                "jpeg: skipped" if step["quality"] is None else f"jpeg: q {step['quality']}"
+            )
+    return [*lines, f"final jpeg: q {plan.final_jpeg}"]
 
 
 def draw_degradations(out: Path, seed: int = 0) -> None:
     """Every degradation on the real ``stereo_motorcycle`` image: LR (x4, nearest), the
-    kernel field over the image, and the map it gives (sigma, or the blur mask)."""
+    kernel field over the image, and the map it gives (sigma, or the blur mask). The LR
+    models with their own blurs (``bsrgan``, ``realesrgan``) give no map: their rows list
+    the drawn steps instead."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
     from skimage import data as skdata
 
     from svblur.conf import config_dir
-    from svblur.degradation import SceneInput, fill_invalid_depth
+    from svblur.degradation import BSRGANDegradation, SceneInput, fill_invalid_depth
     from svblur.inference.degrading import gaussians_of as _gaussians_of
     from svblur.ops.pictures import kernel_field_picture
 
@@ -196,9 +241,34 @@ def draw_degradations(out: Path, seed: int = 0) -> None:
         pipeline = instantiate(cfg.degradation, _convert_="all")
         rng = np.random.default_rng([seed, DEGRADATIONS.index(name)])
         degraded = pipeline.degrade(scene, rng, max_coc=15.0)
-        lr = torch.from_numpy(pipeline.to_lr(degraded.image, rng).transpose(2, 0, 1))
+        if isinstance(pipeline.downsample, BSRGANDegradation):
+            plan = pipeline.downsample.draw(rng)
+            lr_image = pipeline.downsample.apply(degraded.image, plan, rng)
+        else:
+            lr_image = pipeline.to_lr(degraded.image, rng)
+        lr = torch.from_numpy(np.ascontiguousarray(lr_image.transpose(2, 0, 1)))
         lr_up = torch.nn.functional.interpolate(lr[None], scale_factor=4, mode="nearest")[0]
         maps = degraded.maps
+        if not maps:
+            size = (hr.shape[2], hr.shape[1])
+            if isinstance(pipeline.downsample, BSRGANDegradation):
+                lines, title = _bsrgan_lines(plan), "BSRGAN: the drawn steps, in order"
+            else:
+                lines = [
+                    "stage 1: blur, random resize, noise, JPEG",
+                    "stage 2: blur (p 0.8), random resize, noise,",
+                    "  resize to the LR size + sinc and JPEG",
+                    "  in a random order",
+                ]
+                title = "Real-ESRGAN: second order"
+            rows.append(
+                [
+                    _panel(lr_up.clamp(0, 1), f"{name}: LR x4 (nearest)", 1),
+                    _text_panel(lines, size, title),
+                    _text_panel(["its own Gaussian-family blurs:", "no per-pixel map"], size, ""),
+                ]
+            )
+            continue
         if "kernels" in maps:
             field = kernel_field_picture(hr, torch.from_numpy(maps["kernels"]), 4)
         else:

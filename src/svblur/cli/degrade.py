@@ -5,12 +5,15 @@ Examples:
     svblur-degrade input=photo.png output=out degradation=gaussian_sv seed=3
 
 The work, and the pictures it writes, are those of
-:func:`svblur.inference.degrading.degrade_images`; this module reads the config.
+:func:`svblur.inference.degrading.degrade_images`; this module reads the config. The
+exit status is 1 when any input fails (each named in the log, the summary and on
+stderr), 2 for a bad argument, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,14 @@ def degrade_images(cfg: DictConfig) -> dict[str, Any]:
 @exit_on_input_error("svblur-degrade")
 def _hydra_main(cfg: DictConfig) -> None:
     summary = degrade_images(cfg)
-    if not summary["processed"] and summary["failed"]:
+    failed = summary["failed"]
+    if failed:
+        # any input that failed fails the command (ignored non-image files do not)
+        print(
+            f"svblur-degrade: error: {len(failed)} of {len(failed) + len(summary['processed'])} "
+            f"inputs failed: {', '.join(sorted(failed))} (reasons in the log and summary.json)",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
 
 

@@ -1,8 +1,10 @@
 """Degradations: SYNDOF's depth-driven defocus, kernels and spatially variant kernel fields,
-noise and JPEG, the Real-ESRGAN second-order model, the sample pipeline that combines them
-(:mod:`svblur.degradation.pipeline`), blur-map storage and resizing."""
+noise and JPEG, BSRGAN's shuffled model and Real-ESRGAN's second-order model, the sample
+pipeline that combines them (:mod:`svblur.degradation.pipeline`), blur-map storage and
+resizing."""
 
 from .blur_map import blur_map_from_png, blur_map_to_png
+from .bsrgan import BSRGANDegradation, BSRGANPlan
 from .defocus import (
     defocus_sigma,
     fill_invalid_depth,
@@ -23,7 +25,7 @@ from .field_synthesis import (
     motion_field,
     signed_defocus,
 )
-from .fields import apply_kernel, apply_kernel_field, iter_patch_rows
+from .fields import apply_kernel, apply_kernel_field, filter_image, iter_patch_rows
 from .kernels import (
     gaussian_kernel,
     generalized_gaussian_kernel,
@@ -33,6 +35,7 @@ from .kernels import (
     sinc_kernel,
 )
 from .noise import (
+    add_correlated_gaussian_noise,
     add_gaussian_noise,
     add_poisson_noise,
     jpeg_compress,
@@ -52,6 +55,8 @@ __all__ = [
     "MM_PER_M",
     "SAMPLE_KEYS",
     "SYNDOF_MAX_COC",
+    "BSRGANDegradation",
+    "BSRGANPlan",
     "Bicubic",
     "Camera",
     "CameraPrior",
@@ -65,6 +70,7 @@ __all__ = [
     "SamplePipeline",
     "SceneInput",
     "SecondOrderDegradation",
+    "add_correlated_gaussian_noise",
     "add_gaussian_noise",
     "add_poisson_noise",
     "apply_kernel",
@@ -77,6 +83,7 @@ __all__ = [
     "depth_sigma",
     "field_from_kernel",
     "fill_invalid_depth",
+    "filter_image",
     "focus_at_quantile",
     "gaussian_field",
     "gaussian_kernel",

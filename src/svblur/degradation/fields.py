@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,7 @@ __all__ = [
     "depth_gaussian_field",
     "depth_sigma",
     "field_from_kernel",
+    "filter_image",
     "focus_at_quantile",
     "gaussian_field",
     "iter_patch_rows",
@@ -232,3 +234,17 @@ def apply_kernel(
     filters = weight.unsqueeze(1).expand(batch, channels, k, k).reshape(batch * channels, 1, k, k)
     stacked = xpad.reshape(1, batch * channels, *xpad.shape[-2:])
     return F.conv2d(stacked, filters, groups=batch * channels).view(batch, channels, height, width)
+
+
+def filter_image(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The NumPy twin of :func:`apply_kernel` for one image: every channel of ``(H, W, C)``
+    cross-correlated with ``kernel`` on its reflect-101 padding (``cv2.filter2D``).
+
+    Args:
+        image: Float32 or float64 image ``(H, W, C)`` (or ``(H, W)``).
+        kernel: ``(k, k)`` kernel, ``k`` odd.
+
+    Returns:
+        The filtered image, same shape and dtype.
+    """
+    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)

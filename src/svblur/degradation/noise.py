@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "add_correlated_gaussian_noise",
     "add_gaussian_noise",
     "add_poisson_noise",
     "jpeg_compress",
@@ -193,6 +194,46 @@ def add_gaussian_noise(
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0 (in [0, 1] units, e.g. 10 / 255), got {sigma}")
     return map_images(lambda img: _gaussian(img, rng, sigma, gray), image, "add_gaussian_noise")
+
+
+def add_correlated_gaussian_noise(
+    image: ImageT, rng: np.random.Generator, covariance: np.ndarray
+) -> ImageT:
+    """Add zero-mean Gaussian noise correlated across the channels and clip to ``[0, 1]``.
+
+    Each pixel gets one draw of ``N(0, covariance)`` over its channels (BSRGAN's third
+    kind of Gaussian noise, between colour and grey). The draw is numpy's
+    ``multivariate_normal`` with its SVD factorisation, so a symmetric matrix that is not
+    positive semi-definite (BSRGAN takes the absolute value of every entry of its drawn
+    covariance) acts as the matrix with the same singular vectors and values.
+
+    Args:
+        image: Image in ``[0, 1]`` with ``C`` channels: numpy ``(H, W, C)`` or tensor
+            ``(C, H, W)`` / ``(B, C, H, W)``.
+        rng: Source of the noise.
+        covariance: Symmetric ``(C, C)`` matrix in ``[0, 1]`` units squared.
+
+    Returns:
+        The noisy image, same type, shape and dtype as ``image``.
+
+    Raises:
+        ValueError: If the covariance is not a symmetric ``(C, C)`` matrix.
+    """
+    cov = np.asarray(covariance, np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.allclose(cov, cov.T):
+        raise ValueError(f"covariance must be a symmetric (C, C) matrix, got {cov.tolist()}")
+
+    def apply(img: np.ndarray) -> np.ndarray:
+        height, width, channels = img.shape
+        if channels != cov.shape[0]:
+            raise ValueError(
+                f"covariance is {cov.shape[0]}x{cov.shape[0]} for an image of {channels} channels"
+            )
+        mean = np.zeros(channels)
+        noise = rng.multivariate_normal(mean, cov, (height, width), check_valid="ignore")
+        return np.clip(img + noise, 0.0, 1.0)
+
+    return map_images(apply, image, "add_correlated_gaussian_noise")
 
 
 def random_gaussian_noise(

@@ -12,8 +12,10 @@ the data-set builders make their samples with a :class:`SamplePipeline`:
    :mod:`~svblur.degradation.field_blurs`, their contract in
    :mod:`~svblur.degradation.sample`; all re-exported here);
 2. ``downsample``: HR to LR, MATLAB-style antialiased bicubic (:class:`Bicubic`, the
-   default) or Real-ESRGAN's second-order model
-   (:class:`~svblur.degradation.SecondOrderDegradation`, the ``bsrgan`` config);
+   default), BSRGAN's shuffled model (:class:`~svblur.degradation.BSRGANDegradation`,
+   the ``bsrgan`` config) or Real-ESRGAN's second-order model
+   (:class:`~svblur.degradation.SecondOrderDegradation`, the ``realesrgan`` config);
+   both carry their own Gaussian-family blurs, so they need no ``blur`` step;
 3. ``noise``: steps on the LR image in order (Gaussian / Poisson noise, JPEG), each a
    callable ``(image, rng) -> image``.
 

@@ -1,4 +1,5 @@
-"""Real-ESRGAN's second-order degradation: the ``bsrgan`` step from an HR image to its LR image.
+"""Real-ESRGAN's second-order degradation: the ``realesrgan`` config's step from an HR image
+to its LR image.
 
 Real-ESRGAN (Wang et al., ICCVW 2021) applies the classical model ``blur -> resize ->
 noise -> JPEG`` twice; the second pass ends with a 2-D sinc filter (ringing and
@@ -12,8 +13,8 @@ JPEG::
 
 It takes an HR-resolution image that an earlier step may already have blurred
 (defocus, motion, PBaSR's partial blur) and returns the LR image. PBaSR (Qin et al.)
-synthesises its LR images this way too: BSRGAN's model for training, a mix of BSRGAN's
-and Real-ESRGAN's for testing.
+trains on BSRGAN's model instead (:mod:`svblur.degradation.bsrgan`, the ``bsrgan``
+config); its released test LR images mix BSRGAN's and Real-ESRGAN's.
 
 The default of every argument of :class:`SecondOrderDegradation` is the value of
 Real-ESRGAN's ``options/train_realesrgan_x4plus.yml`` (the ``*2`` names are the second
@@ -55,15 +56,9 @@ Differences from Real-ESRGAN's implementation, all deliberate:
 * Real-ESRGAN degrades the unsharp-masked ground truth (``USMSharp``) and crops the pair
   afterwards; both belong to the caller here (pass a sharpened HR image if wanted).
 
-BSRGAN (Zhang et al., ICCV 2021), whose degradation PBaSR uses, is a different,
-single-pass model: its operations are applied once each in a random order (two blurs
-with isotropic or anisotropic Gaussian kernels of size 7..25; an intermediate downsample
-by ``U(1, 2s)`` or by a shifted Gaussian blur then nearest subsampling, always before the
-final downsample to the target size; Gaussian noise of level ``randint(2, 25)``, colour
-0.4 / grey 0.4 / channel-correlated 0.2; JPEG with probability 0.9; camera ISP noise with
-probability 0.25 when an ISP model is given), preceded for ``s = 4`` by a 2x downsample
-with probability 0.25 and followed by a final JPEG. It has no sinc filter, no Poisson
-noise (that is BSRGAN+) and no second pass. It is not implemented here.
+BSRGAN (Zhang et al., ICCV 2021), whose degradation PBaSR trains on, is a different,
+single-pass model (its operations once each, in a random order, no sinc filter, no
+Poisson noise, no second pass): :class:`svblur.degradation.BSRGANDegradation`.
 """
 
 from __future__ import annotations
@@ -77,6 +72,7 @@ import cv2
 import numpy as np
 import torch
 
+from svblur.degradation.fields import filter_image
 from svblur.degradation.kernels import (
     gaussian_kernel,
     generalized_gaussian_kernel,
@@ -90,7 +86,13 @@ from svblur.degradation.noise import (
     random_poisson_noise,
 )
 
-__all__ = ["KERNEL_TYPES", "RESIZE_MODES", "SecondOrderDegradation", "degrade_second_order"]
+__all__ = [
+    "KERNEL_TYPES",
+    "RESIZE_MODES",
+    "SecondOrderDegradation",
+    "check_resize_modes",
+    "degrade_second_order",
+]
 
 ImageT = TypeVar("ImageT", np.ndarray, torch.Tensor)
 
@@ -106,6 +108,19 @@ KERNEL_TYPES = (
 
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 """OpenCV interpolation standing in for each of ``F.interpolate``'s modes."""
+
+
+def check_resize_modes(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as a tuple, if they are a non-empty choice of :data:`RESIZE_MODES`' keys.
+
+    Raises:
+        ValueError: If one is unknown or there are none.
+    """
+    modes = tuple(names)
+    if not modes or set(modes) - set(RESIZE_MODES):
+        raise ValueError(f"resize_modes must be chosen from {tuple(RESIZE_MODES)}, got {modes}")
+    return modes
+
 
 # Real-ESRGAN's data set code hard-codes these sinc cutoffs (radians).
 _SINC_CUTOFF = (math.pi / 3, math.pi)
@@ -251,10 +266,7 @@ class SecondOrderDegradation:
             if not 0 <= jpeg[0] <= jpeg[1] <= 100:
                 raise ValueError(f"jpeg_range{suffix} must lie in [0, 100], got {jpeg}")
             setattr(self, "jpeg_range" + suffix, jpeg)
-        self.resize_modes = tuple(self.resize_modes)
-        unknown = sorted(set(self.resize_modes) - set(RESIZE_MODES))
-        if unknown or not self.resize_modes:
-            raise ValueError(f"resize_modes must be chosen from {tuple(RESIZE_MODES)}")
+        self.resize_modes = check_resize_modes(self.resize_modes)
 
     def __call__(self, hr: ImageT, rng: np.random.Generator) -> ImageT:
         """Degrade an HR image to its LR image.
@@ -371,14 +383,14 @@ class SecondOrderDegradation:
         out = image
         # First stage.
         if rng.random() < self.blur_prob:
-            out = _filter(out, self.sample_blur_kernel(rng, stage=1))
+            out = filter_image(out, self.sample_blur_kernel(rng, stage=1))
         factor = self._random_factor(rng, stage=1)
         out = self._resize(out, (int(height * factor), int(width * factor)), rng)
         out = self._noise(out, rng, stage=1)
         out = self._jpeg(out, rng, stage=1)
         # Second stage.
         if rng.random() < self.second_blur_prob:
-            out = _filter(out, self.sample_blur_kernel(rng, stage=2))
+            out = filter_image(out, self.sample_blur_kernel(rng, stage=2))
         factor = self._random_factor(rng, stage=2)
         size = (int(height / self.scale * factor), int(width / self.scale * factor))
         out = self._resize(out, size, rng)
@@ -387,12 +399,12 @@ class SecondOrderDegradation:
         sinc = self.sample_final_sinc(rng)
         if rng.random() < 0.5:
             out = self._resize(out, target, rng)
-            out = out if sinc is None else _filter(out, sinc)
+            out = out if sinc is None else filter_image(out, sinc)
             out = self._jpeg(out, rng, stage=2)
         else:
             out = self._jpeg(out, rng, stage=2)
             out = self._resize(out, target, rng)
-            out = out if sinc is None else _filter(out, sinc)
+            out = out if sinc is None else filter_image(out, sinc)
         out = np.clip(out, 0.0, 1.0)
         if self.quantize:
             out = np.round(out * 255.0) / 255.0
@@ -417,11 +429,6 @@ def degrade_second_order(
         The LR image of size ``(H // scale, W // scale)``, same type and dtype as ``hr``.
     """
     return SecondOrderDegradation(scale=scale, **ranges)(hr, rng)
-
-
-def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Cross-correlate each channel with ``kernel`` on the reflect-101 padded image."""
-    return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _split_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

@@ -15,18 +15,38 @@ Definitions (``sr`` and ``hr`` are clamped to ``[0, 1]`` and, with ``quantize``,
   region's pixels (after the crop); a region's SSIM is the mean of the SSIM map over the
   windows centred on the region's pixels.
 * ``gmsd``, ``vif``, ``vsi`` (:func:`piq.gmsd`, :func:`piq.vif_p`, :func:`piq.vsi`, float32,
-  whole image, no crop) and ``lpips``, ``dists`` (piq's networks, see
-  :func:`local_perceptual_metrics`) give one score per image, not a map. Their region score
-  is the whole-image score of the SR image with the *other* region replaced by the
-  reference, ``where(region, sr, hr)``: only the errors inside the region count, measured
-  in the context of the whole image (filters that straddle the border see both). The
-  other region contributes perfect agreement, so a region score lies between the
-  whole-image score and the perfect one (GMSD, LPIPS, DISTS 0; VIF, VSI 1), the closer to
-  perfect the smaller the region: compare methods region by region, not one region with
-  the other. A region that fills the image gives the ``all`` score.
+  whole image, no crop) give one score per image, not a map. Their region score is the
+  whole-image score of the SR image with the *other* region replaced by the reference,
+  ``where(region, sr, hr)``: only the errors inside the region count, measured in the
+  context of the whole image (filters that straddle the border see both). The other region
+  contributes perfect agreement, so a region score lies between the whole-image score and
+  the perfect one (GMSD 0; VIF, VSI 1), the closer to perfect the smaller the region:
+  compare methods region by region, not one region with the other. A region that fills
+  the image gives the ``all`` score.
+* ``lpips``, ``dists`` (piq's networks, see :func:`local_perceptual_metrics`; float32, whole
+  image, no crop) average over space inside the network, and their region score keeps the
+  network and restricts that average to the region. Each VGG16 feature position is
+  weighted by the share of the region among the pixels it stands for: the mask, 1 inside,
+  average-pooled to the layer's size (:func:`torch.nn.functional.adaptive_avg_pool2d`).
+
+  - LPIPS is a sum over five layers of the spatial mean of a distance map (squared
+    differences of unit-normalised features, weighted per channel and summed over
+    channels); region LPIPS is the sum over the layers of each map's weighted mean over
+    the region (the spatial LPIPS map, averaged over the region's pixels layer by layer).
+  - DISTS compares, per channel of six layers (the image and five VGG16 stages), the two
+    images' feature means, variances and covariance over space; region DISTS computes
+    these statistics over the region only (weighted means). Images whose shorter side
+    exceeds 256 pixels are first resized to 256 (bilinear, as piq) and the mask with them
+    (by area).
+
+  With weights of 1 everywhere (``all``) both are piq's scores (to rounding). A feature
+  position sees the image through its receptive field (wider in deeper layers), so errors
+  in the other region near the border count too. Unlike the reference-filled scores above, these are means over the
+  region, not diluted by its size: a small region scores as badly as its content is.
 
 An image whose region is empty (a mask of all ones has no ``sharp`` pixel) scores NaN
-there, and :class:`RegionMetrics` leaves NaNs out of the mean over images.
+there, and :class:`RegionMetrics` leaves NaNs out of the mean over images. Without a mask
+(``blur_mask=None``, a general test set) only ``all`` is scored.
 
 LPIPS and DISTS need weight files that piq fetches with
 :func:`torch.hub.load_state_dict_from_url` (its own file and torchvision's VGG16);
@@ -179,10 +199,73 @@ def _with_reference_outside(
     return torch.where(region, sr, hr)
 
 
+def _pooled_weights(inside: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The share of ``inside`` ``(B, 1, H, W)`` (float, 1 = in the region) among the pixels
+    that each position of a ``size`` feature map stands for: ``(B, 1, h, w)``."""
+    if tuple(inside.shape[-2:]) == tuple(size):
+        return inside
+    return F.adaptive_avg_pool2d(inside, tuple(size))
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over space of ``values`` ``(B, C, h, w)`` with ``weights`` ``(B, 1, h, w)``:
+    ``(B, C, 1, 1)``."""
+    return (values * weights).sum((2, 3), keepdim=True) / weights.sum((2, 3), keepdim=True)
+
+
+def _lpips_by_region(
+    network: nn.Module, x: torch.Tensor, y: torch.Tensor, regions: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """piq's LPIPS of ``x`` against ``y`` over each region (see the module docstring)."""
+    distances = network.compute_distance(network.get_features(x), network.get_features(y))
+    maps = [(d * w.to(d)).sum(1, keepdim=True) for d, w in zip(distances, network.weights)]
+    return [
+        sum(_weighted_mean(m, _pooled_weights(inside, m.shape[-2:])) for m in maps).flatten()
+        for inside in regions
+    ]
+
+
+def _dists_by_region(
+    network: nn.Module, x: torch.Tensor, y: torch.Tensor, regions: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """piq's DISTS of ``x`` against ``y`` over each region (see the module docstring)."""
+    shorter = min(x.shape[-2:])
+    if shorter > 256:  # as piq.DISTS.forward
+        x, y = (
+            F.interpolate(
+                i, scale_factor=256 / shorter, recompute_scale_factor=False, mode="bilinear"
+            )
+            for i in (x, y)
+        )
+        regions = [F.interpolate(r, size=x.shape[-2:], mode="area") for r in regions]
+    features_x, features_y = network.get_features(x), network.get_features(y)
+    layers = len(features_x)
+    mean_weights, texture_weights = network.weights[:layers], network.weights[layers:]
+    eps = 1e-6  # piq's
+    scores = []
+    for inside in regions:
+        total = torch.zeros(x.shape[0], device=x.device)
+        for fx, fy, alpha, beta in zip(features_x, features_y, mean_weights, texture_weights):
+            weights = _pooled_weights(inside, fx.shape[-2:])
+            mean_x, mean_y = _weighted_mean(fx, weights), _weighted_mean(fy, weights)
+            var_x = _weighted_mean((fx - mean_x) ** 2, weights)
+            var_y = _weighted_mean((fy - mean_y) ** 2, weights)
+            cov = _weighted_mean(fx * fy, weights) - mean_x * mean_y
+            means = (2 * mean_x * mean_y + eps) / (mean_x**2 + mean_y**2 + eps)
+            textures = (2 * cov + eps) / (var_x + var_y + eps)
+            total = total + (means * alpha.to(means)).sum((1, 2, 3))
+            total = total + (textures * beta.to(textures)).sum((1, 2, 3))
+        scores.append(1 - total)
+    return scores
+
+
+_PERCEPTUAL_BY_REGION = {"lpips": _lpips_by_region, "dists": _dists_by_region}
+
+
 def region_scores(
     sr: torch.Tensor,
     hr: torch.Tensor,
-    blur_mask: torch.Tensor,
+    blur_mask: torch.Tensor | None,
     crop_border: int = 4,
     metrics: Sequence[str] = DEFAULT_REGION_METRICS,
     perceptual: Mapping[str, nn.Module] | None = None,
@@ -193,17 +276,19 @@ def region_scores(
     Args:
         sr: SR images ``(B, 3, H, W)``, RGB in ``[0, 1]``.
         hr: HR images ``(B, 3, H, W)``, RGB in ``[0, 1]``.
-        blur_mask: ``(B, 1, H, W)`` or ``(B, H, W)``, 1 = blurred.
+        blur_mask: ``(B, 1, H, W)`` or ``(B, H, W)``, 1 = blurred; ``None``: no regions,
+            the ``all`` scores only.
         crop_border: Pixels removed on each side for PSNR / SSIM (the SR scale).
         metrics: Names among :data:`DEFAULT_REGION_METRICS`.
-        perceptual: Learned metrics by name (``"lpips"``, ``"dists"``): piq modules built
-            with ``reduction="none"``, as :func:`local_perceptual_metrics` returns them.
+        perceptual: Learned metrics by name (``"lpips"``, ``"dists"``): piq's
+            :class:`piq.LPIPS` / :class:`piq.DISTS` modules, as
+            :func:`local_perceptual_metrics` returns them; moved to the images' device.
         quantize: Round both images to 8 bits first (as saved PNGs).
 
     Returns:
-        ``"<region>/<metric>"`` -> ``(B,)`` scores for every region of :data:`REGIONS`;
-        NaN for an image whose region is empty. PSNR / SSIM in float64, the others in
-        float32; identical images give PSNR ``inf``.
+        ``"<region>/<metric>"`` -> ``(B,)`` scores for every region of :data:`REGIONS`
+        (``all`` only without a mask); NaN for an image whose region is empty. PSNR / SSIM
+        in float64, the others in float32; identical images give PSNR ``inf``.
 
     Raises:
         ValueError: Unknown metric names, shapes that differ, or images too small (SSIM
@@ -221,6 +306,11 @@ def region_scores(
         raise ValueError(
             f"unknown perceptual metrics {unknown}; expected {list(PERCEPTUAL_METRICS)}"
         )
+    if blur_mask is None:
+        # every pixel "blurred": that region is the whole image and costs nothing more
+        whole = torch.ones_like(sr[:, :1])
+        scores = region_scores(sr, hr, whole, crop_border, metrics, perceptual, quantize)
+        return {key: value for key, value in scores.items() if key.startswith("all/")}
     blurred = region_masks(blur_mask, sr.shape)
     out = _fidelity_scores(sr, hr, blurred, crop_border, quantize, metrics)
 
@@ -229,8 +319,7 @@ def region_scores(
         for name in metrics
         if name in _PIQ_SCORES
     }
-    scored.update(perceptual)
-    if not scored:
+    if not scored and not perceptual:
         return out
     x, y = (image.detach().float().clamp(0.0, 1.0) for image in (sr, hr))
     if quantize:
@@ -238,14 +327,13 @@ def region_scores(
     region = blurred.to(x.device)
     pixels = region.flatten(1).sum(1)
     total = region[0].numel()
+    counts = {"blurred": pixels, "sharp": total - pixels}
     with torch.no_grad():
         for name, score in scored.items():
             whole = score(x, y).reshape(-1).float()
             out[f"all/{name}"] = whole
-            for region_name, inside, count in (
-                ("blurred", region, pixels),
-                ("sharp", ~region, total - pixels),
-            ):
+            for region_name, inside in (("blurred", region), ("sharp", ~region)):
+                count = counts[region_name]
                 # a region filling the image scores as the image; an empty one, NaN
                 values = torch.where(count == total, whole, torch.nan)
                 todo = (count > 0) & (count < total)
@@ -253,6 +341,16 @@ def region_scores(
                     rows = todo.nonzero().flatten()
                     filled = _with_reference_outside(x[rows], y[rows], inside[rows])
                     values[rows] = score(filled, y[rows]).reshape(-1).float()
+                out[f"{region_name}/{name}"] = values
+        weights = [torch.ones_like(region, dtype=x.dtype), region.to(x.dtype)]
+        weights.append(1 - weights[1])
+        for name, network in perceptual.items():
+            network.to(x.device)
+            by_region = _PERCEPTUAL_BY_REGION[name](network, x, y, weights)
+            for region_name, values in zip(REGIONS, by_region):
+                values = values.float()
+                if region_name != "all":
+                    values = torch.where(counts[region_name] > 0, values, torch.nan)
                 out[f"{region_name}/{name}"] = values
     return out
 
@@ -268,8 +366,9 @@ class RegionMetrics(Metric):
     e.g. ``test/sr/blurred/psnr_y``. Directions: :data:`HIGHER_IS_BETTER`.
 
     The learned modules in ``perceptual`` are held outside the module tree, so they
-    neither enter checkpoints nor follow ``.to()``; piq moves them to the images' device
-    when they are called.
+    neither enter checkpoints nor follow ``.to()``; :func:`region_scores` moves them to the
+    images' device. A batch without a mask (a general test set) counts towards ``all``
+    only.
 
     Args:
         crop_border: Pixels removed on each side for PSNR / SSIM (the SR scale).
@@ -310,8 +409,9 @@ class RegionMetrics(Metric):
         self.add_state("total", torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, sr: torch.Tensor, hr: torch.Tensor, blur_mask: torch.Tensor) -> None:
-        """Add a batch: ``sr``, ``hr`` ``(B, 3, H, W)``, ``blur_mask`` ``(B, 1, H, W)``."""
+    def update(self, sr: torch.Tensor, hr: torch.Tensor, blur_mask: torch.Tensor | None) -> None:
+        """Add a batch: ``sr``, ``hr`` ``(B, 3, H, W)``, ``blur_mask`` ``(B, 1, H, W)`` or
+        ``None`` (no regions: ``all`` only)."""
         scores = region_scores(
             sr,
             hr,
@@ -323,6 +423,10 @@ class RegionMetrics(Metric):
         )
         totals, counts = [], []
         for key in self.keys:
+            if key not in scores:  # a region of a batch without a mask
+                totals.append(self.total.new_zeros(()))
+                counts.append(self.count.new_zeros(()))
+                continue
             values = scores[key].double()
             if key.endswith("/psnr_y"):
                 values = values.clamp(max=self.psnr_cap)

@@ -16,9 +16,20 @@ discriminators from ``anchor_discriminator_ckpt`` (a plain discriminator state d
 :class:`GANSRTask` checkpoint; a conditional discriminator takes its image path and keeps
 its condition path at init, so it starts equal to the anchor's whatever the mask).
 
-Metrics (validation and test, on the evaluation data's ``blur_mask``): PSNR / SSIM on Y,
-GMSD, VIF and VSI on the whole image and on its blurred and sharp regions
-(:class:`~svblur.metrics.RegionMetrics`), logged as ``{stage}/sr/<region>/<metric>``.
+Metrics (validation and test): ``eval_metrics`` (PSNR / SSIM on Y, GMSD, VIF, VSI) and
+piq's LPIPS and DISTS (``perceptual_metrics``), each on the whole image and on its blurred
+and sharp regions of ``blur_mask`` (:class:`~svblur.metrics.RegionMetrics`, whose
+docstring defines a learned metric over a region), logged as
+``{stage}/[<group>/]sr/<region>/<metric>``. Each test group of the data (a
+:class:`~svblur.data.CombinedDataModule`: ``general``, ``blur`` or ReBlurSR's ``defocus``
+and ``motion``) is logged apart, their mean as ``test/sr/...``; a batch without
+``blur_mask`` (general data) is scored on ``all`` only. LPIPS and DISTS come from weight
+files already on this machine (:func:`~svblur.metrics.local_perceptual_metrics`: the
+``perceptual_weights_dir`` hyperparameter, then the torch hub cache), never downloaded:
+by default (``perceptual_metrics=None``) each is computed when its files are found and
+otherwise skipped with one log line naming the missing files; a list asks for those
+metrics, and a missing file is then an :class:`~svblur.errors.InputError` when the system
+is built (``[]``: none).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from svblur.checkpoints import (
     read_state_dict,
     save_state_dict,
 )
-from svblur.metrics import RegionMetrics
+from svblur.metrics import RegionMetrics, local_perceptual_metrics
 from svblur.models.discriminators import ConditionalUNetDiscriminatorSN
 
 from .base import TrainingSystem
@@ -92,13 +103,34 @@ class GANSystem(TrainingSystem):
         self.g_optimizer_factory = g_optimizer
         self.d_optimizer_factory = d_optimizer
         self.gan_loss = GANLoss(gan_kind)
+        self._perceptual_metrics = self._load_perceptual_metrics()
         self.init_metrics()
 
-    def build_metrics(self) -> nn.ModuleDict:
-        """PSNR / SSIM on Y and the other region metrics, logged as ``sr/<region>/<name>``."""
-        return nn.ModuleDict(
-            {"sr": RegionMetrics(crop_border=self.hparams.scale, metrics=self.hparams.eval_metrics)}
+    def _load_perceptual_metrics(self) -> dict[str, nn.Module]:
+        """piq's LPIPS / DISTS networks of the ``perceptual_metrics`` hyperparameter (see the
+        module docstring; a system without it gets the default, ``None``)."""
+        names = self.hparams.get("perceptual_metrics")
+        if names is not None and len(names) == 0:
+            return {}
+        return local_perceptual_metrics(
+            self.hparams.get("perceptual_weights_dir"),
+            names=None if names is None else list(names),
         )
+
+    def build_metrics(self) -> nn.ModuleDict:
+        """The region metrics, logged as ``sr/<region>/<name>``."""
+        learned = sorted(set(self.hparams.eval_metrics) & {"lpips", "dists"})
+        if learned:
+            raise ValueError(
+                f"eval_metrics names {learned}: ask for LPIPS / DISTS with "
+                f"perceptual_metrics={learned} (their weights are local files)"
+            )
+        region_metrics = RegionMetrics(
+            crop_border=self.hparams.scale,
+            metrics=self.hparams.eval_metrics,
+            perceptual=self._perceptual_metrics,
+        )
+        return nn.ModuleDict({"sr": region_metrics})
 
     def in_progress_bar(self, name: str) -> bool:
         return name == "sr/all/psnr_y"
@@ -270,10 +302,8 @@ class GANSystem(TrainingSystem):
             sync_dist=True,
             add_dataloader_idx=False,
         )
-        mask = batch.get("blur_mask")
-        if mask is None:
-            mask = torch.ones_like(hr[:, :1])  # no mask: every pixel counts as blurred
-        self.metrics[group]["sr"].update(sr.clamp(0, 1), hr, mask)
+        # no mask (general data): the whole image only
+        self.metrics[group]["sr"].update(sr.clamp(0, 1), hr, batch.get("blur_mask"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val", "val")
@@ -336,8 +366,15 @@ class GANSRTask(GANSystem):
             averaged: ``"all"`` (the whole image, PBaSR's Eq. 1) or ``"blurred"``
             (``blur_mask`` 1 only); no effect with a plain discriminator.
         scale: SR factor (also the border cropped by PSNR / SSIM).
-        eval_metrics: Region metrics of validation and test.
+        eval_metrics: Region metrics of validation and test, among
+            :data:`~svblur.metrics.regions.DEFAULT_REGION_METRICS`.
         export_path: Where to write the generator's state dict at the end of training.
+        perceptual_metrics: piq's learned metrics scored by region in validation and test
+            beside ``eval_metrics``: ``None``, LPIPS and DISTS where their weight files are
+            found (one log line names the missing ones); a list (``["lpips", "dists"]``),
+            those, a missing file being an error; ``[]``, none.
+        perceptual_weights_dir: Folder holding those weight files (then the torch hub
+            cache); never downloaded.
     """
 
     branches = (("net", "discriminator"),)
@@ -359,6 +396,8 @@ class GANSRTask(GANSystem):
         scale: int = 4,
         eval_metrics: Sequence[str] = EVAL_METRICS,
         export_path: str | None = None,
+        perceptual_metrics: Sequence[str] | None = None,
+        perceptual_weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(

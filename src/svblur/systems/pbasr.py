@@ -72,6 +72,8 @@ class PBaSRTask(GANSystem):
         scale: int = 4,
         eval_metrics: Sequence[str] = EVAL_METRICS,
         export_path: str | None = None,
+        perceptual_metrics: Sequence[str] | None = None,
+        perceptual_weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
