@@ -44,6 +44,7 @@ HYDRA_APPS = {
     "svblur-eval": "eval",
     "svblur-predict": "predict",
     "svblur-degrade": "degrade",
+    "svblur-export": "export",
 }
 ARGPARSE_APPS = {
     "svblur-convert": convert._parser,

@@ -5,13 +5,15 @@ sampling, and writing the outputs.
 cannot drive; :func:`predict_images` runs it over images (:class:`TiledPredictor` in
 overlapping tiles, or :class:`DiffusionPredictor` for diffusion SR) and writes each
 image's files (:func:`save_outputs`) and a summary. ``svblur-predict`` is its command line;
-:func:`degrade_images` (``svblur-degrade``) writes what a degradation does to the same inputs.
+:func:`degrade_images` (``svblur-degrade``) writes what a degradation does to the same inputs;
+:func:`export_onnx` (``svblur-export``) writes a deployable network as ONNX.
 """
 
 from svblur.ops.tiles import tile_starts, tile_weights
 
 from .degrading import degrade_images
 from .diffusion import DiffusionPredictor
+from .export import EXPORTABLE_KINDS, OnnxExport, export_onnx, load_for_export
 from .inputs import find_inputs, read_rgb, unique_stems
 from .loading import PREDICTABLE_KINDS, load_for_prediction, num_classes_of
 from .outputs import save_outputs, write_summary
@@ -35,6 +37,11 @@ __all__ = [
     "DiffusionPredictor",
     # degradations of your own images (svblur-degrade)
     "degrade_images",
+    # ONNX (svblur-export)
+    "EXPORTABLE_KINDS",
+    "OnnxExport",
+    "export_onnx",
+    "load_for_export",
     # outputs
     "save_outputs",
     "write_summary",

@@ -61,12 +61,31 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     Returns:
         Warped features ``(B, C, H, W)`` (float32 when the inputs are lower precision).
     """
+    if torch.jit.is_tracing():
+        return _flow_warp_traced(x, flow)
     out_h, out_w = flow.shape[-2:]
     # Sampling positions in at least float32: a bfloat16 grid (autocast) would be off by
     # up to about a pixel at typical sizes.
     dtype = torch.promote_types(flow.dtype, torch.float32)
     norm = torch.tensor([out_w, out_h], dtype=dtype, device=flow.device)
     grid = base_grid(out_h, out_w, flow.device, dtype) + flow.to(dtype).permute(0, 2, 3, 1) / norm
+    return F.grid_sample(x.to(dtype), grid, mode="bilinear", align_corners=True)
+
+
+def _flow_warp_traced(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """:func:`flow_warp` for ``torch.jit.trace`` (the ONNX export): the grid and the flow's
+    scale come from the traced sizes, where the cached grid and ``torch.tensor`` of the
+    sizes would be constants of the example's size. The same numbers in eager mode."""
+    out_h, out_w = flow.shape[-2:]
+    dtype = torch.promote_types(flow.dtype, torch.float32)
+    ys = torch.linspace(-1.0, 1.0, out_h, device=flow.device)
+    xs = torch.linspace(-1.0, 1.0, out_w, device=flow.device)
+    base = torch.stack(
+        (xs.view(1, -1).expand(out_h, out_w), ys.view(-1, 1).expand(out_h, out_w)), -1
+    )
+    offset = flow.to(dtype)
+    offset = torch.stack((offset[:, 0] / out_w, offset[:, 1] / out_h), -1)
+    grid = base.unsqueeze(0).to(dtype) + offset
     return F.grid_sample(x.to(dtype), grid, mode="bilinear", align_corners=True)
 
 
