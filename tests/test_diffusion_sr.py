@@ -55,6 +55,35 @@ TINY_CLI = [
     "model.log_images=0",
 ]
 
+# The parts of a test-sized SVKR (5x5 kernels, no PCA).
+TINY_DKENET = {
+    "_target_": "svblur.models.DKENet",
+    "kernel_size": 5,
+    "channels": [4, 8],
+    "depth_channels": 4,
+    "sft_channels": 4,
+}
+TINY_RRDBSFT = {
+    "_target_": "svblur.models.RRDBSFT",
+    "num_features": 8,
+    "num_blocks": 1,
+    "growth_channels": 4,
+    "prior_channels": 8,
+    "kernel_channels": 25,
+}
+
+
+def tiny_vae() -> AutoencoderKL:
+    """A random 4-channel VAE that halves the size (two blocks of 8 channels)."""
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+
 
 def _inputs(batch: int = 2, h: int = 8, w: int = 10, taps: int = 25, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -212,14 +241,7 @@ def test_tiles_share_the_noise_and_blend_to_the_untiled_result(monkeypatch):
 
 def test_latent_space_with_a_local_vae_and_a_clear_error_without(tmp_path):
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 8),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
+    vae = tiny_vae()
     vae.save_pretrained(tmp_path / "vae")
     net = _tiny(vae_path=str(tmp_path / "vae")).eval()
     assert net.image_channels == 4 and net.size_multiple == 4
@@ -366,27 +388,14 @@ def _diffusion_checkpoint(path: Path) -> dict:
         "estimator": {
             "_target_": "svblur.models.SVKR",
             "iterations": 2,
-            "kernel_estimator": {
-                "_target_": "svblur.models.DKENet",
-                "kernel_size": 5,
-                "channels": [4, 8],
-                "depth_channels": 4,
-                "sft_channels": 4,
-            },
+            "kernel_estimator": TINY_DKENET,
             "depth_estimator": {
                 "_target_": "svblur.models.SMPDepthNet",
                 "encoder_name": "tu-mobilenetv3_small_050",
                 "encoder_depth": 3,
                 "decoder_channels": [8, 8, 8],
             },
-            "sr_net": {
-                "_target_": "svblur.models.RRDBSFT",
-                "num_features": 8,
-                "num_blocks": 1,
-                "growth_channels": 4,
-                "prior_channels": 8,
-                "kernel_channels": 25,
-            },
+            "sr_net": TINY_RRDBSFT,
         },
     }
     torch.manual_seed(0)
@@ -409,36 +418,31 @@ def _run_predict(monkeypatch, tmp_path: Path, args: list[str]) -> None:
     GlobalHydra.instance().clear()
 
 
-def test_predict_samples_a_diffusion_checkpoint_reproducibly(monkeypatch, tmp_path):
-    ckpt = tmp_path / "ssr_stage3.ckpt"
-    _diffusion_checkpoint(ckpt)
-    loaded = load_network(ckpt)
-    assert loaded.kind == "diffusion_sr" and loaded.recorded
+def _predict_reproducibly(monkeypatch, tmp_path: Path, ckpt: Path, model: str) -> None:
+    """svblur-predict with ``ckpt`` (tiled, 2 steps): the same seed, the same image."""
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (11, 13, 3), dtype=np.uint8)).save(photos / "p.png")
-    common = [
-        f"ckpt={ckpt}",
-        f"input={photos}",
-        "model=diffusion_sr",
-        "tile_size=8",
-        "tile_overlap=2",
-    ]
+    common = [f"ckpt={ckpt}", f"input={photos}", f"model={model}", "tile_size=8", "tile_overlap=2"]
     results = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         out = tmp_path / name
-        _run_predict(
-            monkeypatch,
-            tmp_path,
-            [*common, f"output={out}", f"seed={seed}", "steps=2"],
-        )
+        _run_predict(monkeypatch, tmp_path, [*common, f"output={out}", f"seed={seed}", "steps=2"])
         assert sorted(p.name for p in out.glob("p_*.png")) == ["p_kernels.png", "p_sr.png"]
         with Image.open(out / "p_sr.png") as sr:
             assert sr.size == (4 * 13, 4 * 11)
             results[name] = np.asarray(sr)
     np.testing.assert_array_equal(results["a"], results["b"])
     assert not np.array_equal(results["a"], results["c"])
+
+
+def test_predict_samples_a_diffusion_checkpoint_reproducibly(monkeypatch, tmp_path):
+    ckpt = tmp_path / "ssr_stage3.ckpt"
+    _diffusion_checkpoint(ckpt)
+    loaded = load_network(ckpt)
+    assert loaded.kind == "diffusion_sr" and loaded.recorded
+    _predict_reproducibly(monkeypatch, tmp_path, ckpt, "diffusion_sr")
 
 
 def test_predict_refuses_a_ground_truth_conditioned_checkpoint(tmp_path):

@@ -125,14 +125,26 @@ def load_weights(
 
 
 def _without_downloads(config: Any) -> Any:
-    """``config`` with every ``pretrained`` switched off: the checkpoint has the weights."""
+    """``config`` with its ``pretrained`` entries switched off where they would fetch or read
+    weights the checkpoint already has: ``True``, a hub name (``"timm"``, a hub id) or a
+    weights file become ``False``. An existing local directory is kept: a network reads its
+    frozen parts from there (:class:`~svblur.models.LatentDiffusionSR`'s Stable Diffusion
+    folder), which never downloads."""
     if isinstance(config, Mapping):
         return {
-            k: (False if k == "pretrained" else _without_downloads(v)) for k, v in config.items()
+            k: (_local_folder_or_off(v) if k == "pretrained" else _without_downloads(v))
+            for k, v in config.items()
         }
     if isinstance(config, list):
         return [_without_downloads(v) for v in config]
     return config
+
+
+def _local_folder_or_off(pretrained: Any) -> str | bool:
+    """``pretrained`` if it names an existing local directory, else ``False``."""
+    if isinstance(pretrained, (str, Path)) and str(pretrained) and Path(pretrained).is_dir():
+        return str(pretrained)
+    return False
 
 
 @dataclass
@@ -183,7 +195,8 @@ def load_network(
     training systems write); for a file without one (a converted or released state dict, a
     checkpoint written before the record existed) from ``fallback_config``, except for the
     authors' released CMOS files, which need no config. ``pretrained`` switches are turned
-    off (the checkpoint has the weights), so nothing is downloaded.
+    off (the checkpoint has the weights), so nothing is downloaded; only a ``pretrained``
+    naming an existing local directory is kept (frozen parts a network reads from there).
 
     Args:
         path: The checkpoint.

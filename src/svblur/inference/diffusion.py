@@ -8,19 +8,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from svblur.models import DiffusionSR
+    from svblur.models import DiffusionSR, LatentDiffusionSR
 
 __all__ = ["DiffusionPredictor"]
 
 
 class DiffusionPredictor:
-    """SR of one LR image by a :class:`~svblur.models.DiffusionSR` with its SVKR.
+    """SR of one LR image by a diffusion SR network with its SVKR.
 
-    The SVKR runs on the whole image; the denoiser in tiles that share one noise image
-    (see :meth:`DiffusionSR.sample <svblur.models.DiffusionSR.sample>`).
+    The SVKR runs on the whole image; the denoiser in tiles that share one noise tensor:
+    latent tiles for a :class:`~svblur.models.LatentDiffusionSR` (decoded by the VAE with
+    its own tiling; see :meth:`LatentDiffusionSR.sample
+    <svblur.models.LatentDiffusionSR.sample>`), image tiles for a
+    :class:`~svblur.models.DiffusionSR` (:meth:`DiffusionSR.sample
+    <svblur.models.DiffusionSR.sample>`).
 
     Args:
-        net: A :class:`~svblur.models.DiffusionSR` trained with ``condition="svkr"``.
+        net: A :class:`~svblur.models.LatentDiffusionSR` or
+            :class:`~svblur.models.DiffusionSR` trained with ``condition="svkr"``.
         options: Keyword arguments of ``net.sample``: ``steps``, ``sampler``, ``seed``,
             ``tile_size``, ``tile_overlap`` (``None``: the network's default).
         device: Where the network runs.
@@ -31,7 +36,12 @@ class DiffusionPredictor:
         them.
     """
 
-    def __init__(self, net: DiffusionSR, options: Mapping[str, Any], device: torch.device) -> None:
+    def __init__(
+        self,
+        net: DiffusionSR | LatentDiffusionSR,
+        options: Mapping[str, Any],
+        device: torch.device,
+    ) -> None:
         self.net = net
         self.options = dict(options)
         self.device = device

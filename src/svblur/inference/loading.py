@@ -6,6 +6,10 @@ with its maps where the network gives them), a GAN generator (``gan_sr``: the SR
 and diffusion SR (``diffusion_sr``, with its SVKR). The other kinds need inputs a photo
 does not have; :func:`load_for_prediction` refuses them with a message naming the
 checkpoint and what to use instead.
+
+A :class:`~svblur.models.LatentDiffusionSR` checkpoint holds the trainable parts only: its
+frozen UNet and VAE are re-read from the Stable Diffusion folder the checkpoint records,
+which must still be there.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from .depth import DepthEstimator, GroundTruthDepth, HFDepth, SMPDepthNet, norma
 from .diffusion_sr import ConditionEncoder, DiffusionSR
 from .discriminators import ConditionalUNetDiscriminatorSN, UNetDiscriminatorSN
 from .dkenet import DABlock, DKENet
+from .latent_diffusion_sr import LatentDiffusionSR
 from .manet import MABlock, MAConv, MANet
 from .rrdb_sft import RRDBSFT
 from .rrdbnet import RRDBNet
@@ -34,6 +35,7 @@ __all__ = [
     "DiffusionSR",
     "GroundTruthDepth",
     "HFDepth",
+    "LatentDiffusionSR",
     "MABlock",
     "MAConv",
     "MANet",

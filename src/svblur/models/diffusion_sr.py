@@ -33,7 +33,6 @@ Choices where SSR is silent (each is a constructor argument):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -42,9 +41,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
     DDPMScheduler,
-    DPMSolverMultistepScheduler,
 )
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
@@ -53,9 +50,9 @@ from torch import nn
 from svblur.degradation import imresize
 from svblur.errors import InputError
 from svblur.nn import MultiModalAMF
-from svblur.ops.tiles import tile_starts, tile_weights
 
 from .depth import resize_depth
+from .diffusion_sampling import ConditionedDiffusion, make_scheduler
 
 __all__ = ["ConditionEncoder", "DiffusionSR", "load_local_vae"]
 
@@ -96,6 +93,33 @@ def _check_groups(channels: Sequence[int], groups: int, what: str) -> None:
         )
 
 
+def down_blocks(
+    channels: Sequence[int],
+    layers_per_block: int,
+    norm_num_groups: int,
+    temb_channels: int | None = None,
+    attention_head_dim: int | None = None,
+) -> nn.ModuleList:
+    """A half UNet's input blocks: one diffusers ``DownBlock2D`` per level (an
+    ``AttnDownBlock2D`` with ``attention_head_dim``), down-sampling between levels."""
+    return nn.ModuleList(
+        get_down_block(
+            "AttnDownBlock2D" if attention_head_dim else "DownBlock2D",
+            num_layers=layers_per_block,
+            in_channels=channels[max(level - 1, 0)],
+            out_channels=width,
+            temb_channels=temb_channels,
+            add_downsample=level < len(channels) - 1,
+            resnet_eps=1e-5,
+            resnet_act_fn="silu",
+            resnet_groups=norm_num_groups,
+            attention_head_dim=min(attention_head_dim or _ATTENTION_HEAD_DIM, width),
+            downsample_padding=1,
+        )
+        for level, width in enumerate(channels)
+    )
+
+
 class ConditionEncoder(nn.Module):
     """StableSR-style "half UNet" for one condition: features at every UNet level.
 
@@ -125,23 +149,7 @@ class ConditionEncoder(nn.Module):
         _check_groups(channels, norm_num_groups, "ConditionEncoder")
         self.channels = channels
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
-        self.blocks = nn.ModuleList()
-        for level, width in enumerate(channels):
-            self.blocks.append(
-                get_down_block(
-                    "DownBlock2D",
-                    num_layers=layers_per_block,
-                    in_channels=channels[max(level - 1, 0)],
-                    out_channels=width,
-                    temb_channels=None,
-                    add_downsample=level < len(channels) - 1,
-                    resnet_eps=1e-5,
-                    resnet_act_fn="silu",
-                    resnet_groups=norm_num_groups,
-                    attention_head_dim=_ATTENTION_HEAD_DIM,
-                    downsample_padding=1,
-                )
-            )
+        self.blocks = down_blocks(channels, layers_per_block, norm_num_groups)
         self.middle = UNetMidBlock2D(
             channels[-1],
             temb_channels=None,
@@ -161,7 +169,7 @@ class ConditionEncoder(nn.Module):
         return [conv(f) for conv, f in zip(self.translate, features)]
 
 
-class DiffusionSR(nn.Module):
+class DiffusionSR(ConditionedDiffusion):
     """Conditional diffusion SR with AMF (SSR), pixel space by default.
 
     See the module docstring for the design. Training: :meth:`encode_image` gives ``x0``,
@@ -211,6 +219,8 @@ class DiffusionSR(nn.Module):
         (``H, W = scale * h, scale * w``) or the latent's.
     """
 
+    smooth_tiles = True
+
     def __init__(
         self,
         scale: int = 4,
@@ -236,12 +246,7 @@ class DiffusionSR(nn.Module):
         estimator: nn.Module | None = None,
         freeze_estimator: bool = True,
     ) -> None:
-        super().__init__()
-        if condition not in ("ground_truth", "svkr"):
-            raise ValueError(f"condition must be 'ground_truth' or 'svkr', got {condition!r}")
-        if condition == "svkr" and estimator is None:
-            raise ValueError("condition='svkr' needs an estimator (an SVKR)")
-        self._check_sampler(sampler)
+        super().__init__(condition, estimator, sampler)
         channels = [int(c) for c in block_channels]
         levels = len(channels)
         _check_groups(channels, norm_num_groups, "DiffusionSR.block_channels")
@@ -387,35 +392,7 @@ class DiffusionSR(nn.Module):
             self.estimator.eval()
         return self
 
-    @property
-    def size_multiple(self) -> int:
-        """HR sizes must be multiples of this (UNet down-samplings times the VAE's)."""
-        return self.vae_factor * 2 ** (self.levels - 1)
-
     # ------------------------------------------------------------------ conditions
-    def estimate_conditions(
-        self, lr: torch.Tensor, depth: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Kernels and depth from the estimator (``condition="svkr"``).
-
-        Args:
-            lr: ``(B, 3, h, w)`` in ``[0, 1]``.
-            depth: The data set's depth, handed to the estimator (read by
-                :class:`~svblur.models.GroundTruthDepth` only).
-
-        Returns:
-            ``{"kernels": (B, k*k, H, W), "depth": (B, 1, H, W)}``.
-        """
-        if self.estimator is None:
-            raise InputError(
-                "this DiffusionSR has no condition estimator (it was trained with "
-                "condition=ground_truth): pass kernels and depth, or train with "
-                "model.condition=svkr"
-            )
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_estimator):
-            out = self.estimator(lr, depth=depth)
-        return {"kernels": out["kernels"], "depth": out["depth"]}
-
     def condition_inputs(
         self, lr: torch.Tensor, depth: torch.Tensor, kernels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -430,30 +407,8 @@ class DiffusionSR(nn.Module):
         Returns:
             ``{"image", "lr", "depth", "kernel"}``, each ``(B, C, H', W')``.
         """
-        if lr.dim() != 4 or lr.shape[1] != 3:
-            raise InputError(f"lr must be (B, 3, h, w), got {tuple(lr.shape)}")
+        self.check_conditions(lr, depth, kernels)
         taps = self.kernel_size**2
-        if kernels.dim() != 4 or kernels.shape[1] != taps:
-            raise InputError(
-                f"kernels must be (B, {taps}, H, W) for kernel_size={self.kernel_size}, got "
-                f"{tuple(kernels.shape)}; set model.net.kernel_size to the data's kernel size"
-            )
-        if depth.dim() != 4 or depth.shape[1] != 1:
-            raise InputError(f"depth must be (B, 1, H, W), got {tuple(depth.shape)}")
-        if not lr.shape[0] == depth.shape[0] == kernels.shape[0]:
-            raise InputError(
-                f"lr, depth and kernels must have the same batch size, got {lr.shape[0]}, "
-                f"{depth.shape[0]} and {kernels.shape[0]}"
-            )
-        hr_size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
-        multiple = self.size_multiple
-        if hr_size[0] % multiple or hr_size[1] % multiple:
-            raise InputError(
-                f"HR size {hr_size} must be a multiple of {multiple} (UNet levels and VAE); "
-                "crop the LR image to a multiple of "
-                f"{multiple // math.gcd(multiple, self.scale)} pixels or use "
-                "DiffusionSR.sample (pads)"
-            )
         upscaled = 2 * imresize(lr, self.scale).clamp(0, 1) - 1
         image = self.encode_image(upscaled, scaled=True)
         grid = image.shape[-2:]
@@ -518,21 +473,10 @@ class DiffusionSR(nn.Module):
             skips = skips[:-count]
         return self.conv_out(F.silu(self.norm_out(hidden)))
 
-    def forward(
-        self,
-        noisy: torch.Tensor,
-        timesteps: torch.Tensor,
-        lr: torch.Tensor,
-        depth: torch.Tensor,
-        kernels: torch.Tensor,
+    def predict_epsilon(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, inputs: dict[str, torch.Tensor]
     ) -> dict[str, Any]:
-        """Predict the noise (training); see the class docstring for shapes."""
-        inputs = self.condition_inputs(lr, depth, kernels)
-        if noisy.shape != inputs["image"].shape:
-            raise InputError(
-                f"noisy input {tuple(noisy.shape)} does not match the working-space size "
-                f"{tuple(inputs['image'].shape)} of the LR image"
-            )
+        """:meth:`forward` once the inputs are checked: the noise and the encoders' features."""
         features = self.encode_conditions(inputs)
         return {
             "epsilon": self.denoise(noisy, timesteps, inputs["image"], features),
@@ -540,145 +484,10 @@ class DiffusionSR(nn.Module):
         }
 
     # ------------------------------------------------------------------ sampling
-    @staticmethod
-    def _check_sampler(name: str) -> None:
-        if name not in ("ddim", "dpm_solver", "ddpm"):
-            raise InputError(f"sampler must be 'ddim', 'dpm_solver' or 'ddpm', got {name!r}")
-
     def make_sampler(self, name: str | None = None) -> Any:
         """A fresh sampling scheduler sharing the training schedule's configuration."""
-        name = name or self.sampler
-        self._check_sampler(name)
-        config = self.noise_scheduler.config
-        if name == "ddim":
-            return DDIMScheduler.from_config(config)
-        if name == "dpm_solver":
-            return DPMSolverMultistepScheduler.from_config(config)
-        return DDPMScheduler.from_config(config)
+        return make_scheduler(name or self.sampler, self.noise_scheduler.config)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        lr: torch.Tensor,
-        depth: torch.Tensor | None = None,
-        kernels: torch.Tensor | None = None,
-        steps: int | None = None,
-        seed: int | None = 0,
-        generator: torch.Generator | None = None,
-        sampler: str | None = None,
-        tile_size: int | None = None,
-        tile_overlap: int = 8,
-        eta: float = 0.0,
-    ) -> torch.Tensor:
-        """Super-resolve ``lr`` by reverse diffusion (call ``.eval()`` first).
-
-        Args:
-            lr: ``(B, 3, h, w)`` in ``[0, 1]``, any size (padded by reflection to
-                :attr:`size_multiple` / ``scale`` and cropped back).
-            depth: Relative depth ``(B, 1, *, *)`` in ``[0, 1]``; ``None``: estimated
-                (with ``kernels``) by the estimator.
-            kernels: Kernel field ``(B, k*k, *, *)``; ``None``: estimated.
-            steps: Sampling steps (default :attr:`sample_steps`).
-            seed: Seed of the CPU generator that draws all noise, when ``generator`` is
-                not given. The same seed gives the same image (on the same device).
-            generator: A CPU ``torch.Generator`` to draw the noise from instead.
-            sampler: ``ddim``, ``dpm_solver`` or ``ddpm`` (default :attr:`sampler`).
-            tile_size: Tile side in LR pixels (``None``: the whole image at once).
-            tile_overlap: Overlap of neighbouring tiles in LR pixels.
-            eta: DDIM's eta (0: deterministic given the starting noise).
-
-        Returns:
-            ``(B, 3, scale * h, scale * w)`` in ``[0, 1]``.
-        """
-        if tile_size is not None and not 0 <= tile_overlap < tile_size:
-            raise InputError(
-                f"tile_overlap must be in [0, tile_size), got {tile_overlap} with tile_size "
-                f"{tile_size} (LR pixels)"
-            )
-        if depth is None or kernels is None:
-            estimated = self.estimate_conditions(lr)
-            depth = estimated["depth"] if depth is None else depth
-            kernels = estimated["kernels"] if kernels is None else kernels
-        if generator is None:
-            generator = torch.Generator("cpu").manual_seed(0 if seed is None else int(seed))
-        height, width = lr.shape[-2:]
-        hr_size = (height * self.scale, width * self.scale)
-        lr_multiple = self.size_multiple // math.gcd(self.size_multiple, self.scale)
-        pad_h, pad_w = (-height) % lr_multiple, (-width) % lr_multiple
-        if pad_h or pad_w:
-            lr = _pad(lr, pad_h, pad_w)
-            padded_hr = ((height + pad_h) * self.scale, (width + pad_w) * self.scale)
-            depth = _pad_to_grid(resize_depth(depth, hr_size), padded_hr)
-            kernels = _pad_to_grid(resize_depth(kernels, hr_size), padded_hr)
-        inputs = self.condition_inputs(lr, depth, kernels)
-        x_shape = inputs["image"].shape
-        grid_scale = self.scale / self.vae_factor  # working-grid pixels per LR pixel
-        tiles = self._tiles(x_shape[-2:], tile_size, tile_overlap, grid_scale)
-        cached = []
-        for (top, left, th, tw), weight in tiles:
-            crop = {k: v[..., top : top + th, left : left + tw] for k, v in inputs.items()}
-            weight = weight.to(device=lr.device, dtype=crop["image"].dtype)
-            cached.append((crop["image"], self.encode_conditions(crop), weight))
-
-        scheduler = self.make_sampler(sampler)
-        scheduler.set_timesteps(int(steps or self.sample_steps), device=lr.device)
-        noise = torch.randn(x_shape, generator=generator, dtype=torch.float32)
-        x = noise.to(device=lr.device, dtype=inputs["image"].dtype) * scheduler.init_noise_sigma
-        step_kwargs: dict[str, Any] = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
-        for t in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(x, t)
-            epsilon = torch.zeros_like(x)
-            total = torch.zeros_like(x[:, :1])
-            for ((top, left, th, tw), _), (image, features, weight) in zip(tiles, cached):
-                window = (slice(None), slice(None), slice(top, top + th), slice(left, left + tw))
-                tile_t = t.to(x.device).expand(x.shape[0])
-                predicted = self.denoise(model_input[window], tile_t, image, features)
-                epsilon[window] += predicted * weight
-                total[window] += weight
-            epsilon = epsilon / total
-            x = scheduler.step(epsilon, t, x, generator=generator, **step_kwargs).prev_sample
-        return self.decode_image(x)[..., : hr_size[0], : hr_size[1]]
-
-    def _tiles(
-        self,
-        size: tuple[int, int] | torch.Size,
-        tile_size: int | None,
-        overlap: int,
-        grid_scale: float,
-    ) -> list[tuple[tuple[int, int, int, int], torch.Tensor]]:
-        """Tiles ``(top, left, height, width)`` on the working grid with their windows."""
-        height, width = int(size[0]), int(size[1])
-        unit = 2 ** (self.levels - 1)
-        if tile_size is None:
-            return [((0, 0, height, width), torch.ones(1, 1, height, width))]
-        tile = max(unit, int(tile_size * grid_scale) // unit * unit)
-        ramp = max(0, min(round(overlap * grid_scale), tile - 1))
-        th, tw = min(tile, height), min(tile, width)
-        tiles = []
-        tops = tile_starts(height, th, min(ramp, th - 1))
-        lefts = tile_starts(width, tw, min(ramp, tw - 1))
-        for top in tops:
-            for left in lefts:
-                rows = _smooth(
-                    tile_weights((th, 1), ramp, (top > 0, top + th < height, False, False))[:, 0]
-                )
-                cols = _smooth(
-                    tile_weights((1, tw), ramp, (False, False, left > 0, left + tw < width))[0]
-                )
-                window = (rows[:, None] * cols[None, :]).clamp(min=1e-3)
-                tiles.append(((top, left, th, tw), window[None, None]))
-        return tiles
-
-
-def _smooth(ramp: torch.Tensor) -> torch.Tensor:
-    """Smoothstep of a linear ramp in ``[0, 1]`` (zero slope at both ends)."""
-    return ramp * ramp * (3 - 2 * ramp)
-
-
-def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
-def _pad_to_grid(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return _pad(x, size[0] - x.shape[-2], size[1] - x.shape[-1])
+    def tile_context(self, crop: dict[str, torch.Tensor]) -> tuple[Any, ...]:
+        """The upsampled LR image and the condition features of one sampling tile."""
+        return crop["image"], self.encode_conditions(crop)

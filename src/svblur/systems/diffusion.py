@@ -1,15 +1,26 @@
 """Stage 3 of SSR: the diffusion SR with AMF, conditioned on kernels and depth.
 
-:class:`DiffusionSRTask` trains a :class:`~svblur.models.DiffusionSR` with SSR's Eq. 5:
-the epsilon-prediction MSE plus the AMF sparsity term ``sum_i lambda_i mean|f_i|``
-(:func:`svblur.nn.amf_sparsity`). The kernels and depth it is conditioned on come from
+:class:`DiffusionSRTask` trains either network with SSR's Eq. 5, the noise-prediction MSE
+plus the AMF sparsity term ``sum_i lambda_i mean|f_i|`` (:func:`svblur.nn.amf_sparsity`):
+
+- :class:`~svblur.models.LatentDiffusionSR` (``model=latent_diffusion_sr``), the paper's
+  method: the loss is computed in the latent space of a frozen, pretrained Stable
+  Diffusion; only the condition encoders, the AMFs and the injections train (the UNet and
+  the VAE are frozen and left out of the optimizer);
+- :class:`~svblur.models.DiffusionSR` (``model=diffusion_sr``), the small pixel-space
+  model trained from scratch, for CPU smoke runs.
+
+The numbers of trainable and frozen parameters are logged at the start of training. The
+target is the noise, or the velocity for a ``v_prediction`` schedule. The kernels and
+depth the network is conditioned on come from
 
 - ``condition="svkr"``: the network's :class:`~svblur.models.SVKR`, loaded at the start of
   training from the stage-1/2 checkpoints (or one SVKR state dict) and **frozen**: no
   gradients, eval mode kept through Lightning's ``train()`` calls, left out of the
   optimizer (as the CMOS blind-SR stage freezes its estimator);
-- ``condition="ground_truth"``: the batch's own kernel field and depth
-  (``degradation=gaussian_sv``), so that the stage trains without stages 1 and 2.
+- ``condition="ground_truth"``: an **oracle**, the batch's own (true) kernel field and
+  depth (``degradation=gaussian_sv``), which no photo has; it lets the stage train without
+  stages 1 and 2.
 
 Validation and test sample the SR image as ``sampling`` says (few steps, a fixed seed) and
 log ``sr/psnr_y`` and ``sr/ssim_y`` (crop ``scale``, :mod:`svblur.metrics.sr`), plus
@@ -33,6 +44,7 @@ from svblur.degradation import KernelPCA
 from svblur.errors import InputError
 from svblur.models.depth import GroundTruthDepth
 from svblur.models.diffusion_sr import MODALITIES, DiffusionSR
+from svblur.models.latent_diffusion_sr import LatentDiffusionSR
 from svblur.nn import amf_sparsity
 
 from .sr import SuperResolutionTask
@@ -52,7 +64,8 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
 
 
 class DiffusionSRTask(SuperResolutionTask):
-    """SSR stage 3: train :class:`~svblur.models.DiffusionSR` by Eq. 5 (see the module docstring).
+    """SSR stage 3: train a :class:`~svblur.models.LatentDiffusionSR` or a
+    :class:`~svblur.models.DiffusionSR` by Eq. 5 (see the module docstring).
 
     Stage checkpoints (read with ``weights_only=True``, loaded strictly at the start of
     training, not when resuming; only with ``condition="svkr"``):
@@ -66,7 +79,7 @@ class DiffusionSRTask(SuperResolutionTask):
 
     Args:
         net: The diffusion network.
-        condition: ``ground_truth`` or ``svkr``; must equal ``net.condition``.
+        condition: ``svkr`` or ``ground_truth`` (the oracle); must equal ``net.condition``.
         sparsity_weights: ``lambda_i`` by modality (``kernel``, ``depth``, ``lr``); SSR
             does not give them.
         sampling: Sampling at validation and test (and the defaults of
@@ -74,7 +87,8 @@ class DiffusionSRTask(SuperResolutionTask):
             ``seed`` (the same for every batch; also seeds the noise of the evaluation
             loss), ``tile_size`` and ``tile_overlap`` in LR pixels (``None``: no tiles;
             a ``None`` entry takes the default of :data:`SAMPLING_DEFAULTS`), see
-            :meth:`DiffusionSR.sample <svblur.models.DiffusionSR.sample>`.
+            :meth:`LatentDiffusionSR.sample <svblur.models.LatentDiffusionSR.sample>`
+            and :meth:`DiffusionSR.sample <svblur.models.DiffusionSR.sample>`.
         noise_seed: Seed of the training noise and timesteps (offset by the process rank).
         svkr_ckpt: See above.
         kernel_estimator_ckpt: See above.
@@ -87,7 +101,7 @@ class DiffusionSRTask(SuperResolutionTask):
 
     def __init__(
         self,
-        net: DiffusionSR,
+        net: DiffusionSR | LatentDiffusionSR,
         condition: str = "ground_truth",
         sparsity_weights: Mapping[str, float] | None = None,
         sampling: Mapping[str, Any] | None = None,
@@ -98,9 +112,10 @@ class DiffusionSRTask(SuperResolutionTask):
         depth_ckpt: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(net, DiffusionSR):
+        if not isinstance(net, (DiffusionSR, LatentDiffusionSR)):
             raise TypeError(
-                f"DiffusionSRTask needs a svblur.models.DiffusionSR, got {type(net).__name__}"
+                "DiffusionSRTask needs a svblur.models.LatentDiffusionSR or DiffusionSR, got "
+                f"{type(net).__name__}"
             )
         if condition != net.condition:
             raise ValueError(
@@ -125,21 +140,57 @@ class DiffusionSRTask(SuperResolutionTask):
         self._noise: torch.Generator | None = None
 
     @property
-    def diffusion(self) -> DiffusionSR:
+    def diffusion(self) -> DiffusionSR | LatentDiffusionSR:
         return self.net  # type: ignore[return-value]
 
     @property
     def estimates_kernels(self) -> bool:
         return self.net.condition == "svkr"
 
+    def _frozen_modules(self) -> list[nn.Module]:
+        net = self.diffusion
+        if isinstance(net, LatentDiffusionSR):
+            return net.frozen_modules()
+        frozen = [net.vae] if net.vae is not None else []
+        if net.estimator is not None and net.freeze_estimator:
+            frozen.append(net.estimator)
+        return frozen
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The denoiser's, the encoders' and the AMFs' (not the VAE's or a frozen SVKR's)."""
-        frozen: set[int] = set()
-        if self.diffusion.vae is not None:
-            frozen |= {id(p) for p in self.diffusion.vae.parameters()}
-        if self.diffusion.estimator is not None and self.diffusion.freeze_estimator:
-            frozen |= {id(p) for p in self.diffusion.estimator.parameters()}
+        """What trains: the encoders', the AMFs' and the injections' (latent model) or the
+        denoiser's too (pixel model); never a pretrained UNet's, a VAE's or a frozen SVKR's."""
+        frozen = {id(p) for module in self._frozen_modules() for p in module.parameters()}
         return [p for p in self.net.parameters() if p.requires_grad and id(p) not in frozen]
+
+    def record(self) -> dict[str, Any]:
+        """The checkpoint record. A :class:`~svblur.models.LatentDiffusionSR`'s config
+        names its local pretrained folder (absolute, also when it came from the hub) as
+        ``pretrained``, which :func:`~svblur.checkpoints.load_network` keeps (it keeps a
+        ``pretrained`` that is an existing local directory): the frozen UNet and VAE are
+        re-read from that folder, everything else (encoders, AMFs, injections, prompt
+        embedding, SVKR) from the checkpoint."""
+        record = super().record()
+        if isinstance(self.net, LatentDiffusionSR) and isinstance(record.get("net"), dict):
+            net = {k: v for k, v in record["net"].items() if k != "pretrained_folder"}
+            net.update(pretrained=self.net.pretrained_folder, allow_download=False)
+            record["net"] = net
+        return record
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"trainable": ..., "frozen": ...}``: the network's parameters the optimizer
+        gets, and the others."""
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.net.parameters())
+        return {"trainable": trainable, "frozen": total - trainable}
+
+    def on_fit_start(self) -> None:
+        counts = self.parameter_counts()
+        log.info(
+            "%s: %s trainable parameters, %s frozen",
+            type(self.net).__name__,
+            f"{counts['trainable']:,}",
+            f"{counts['frozen']:,}",
+        )
 
     # ------------------------------------------------------------------ stage checkpoints
     def load_stage_checkpoints(self) -> None:
@@ -234,7 +285,8 @@ class DiffusionSRTask(SuperResolutionTask):
         conditions: Mapping[str, torch.Tensor],
         generator: torch.Generator,
     ) -> dict[str, torch.Tensor]:
-        """Eq. 5's terms: ``epsilon`` (MSE) and ``sparsity`` (weighted AMF L1).
+        """Eq. 5's terms: ``epsilon`` (MSE to the noise, or to the velocity for a
+        ``v_prediction`` schedule) and ``sparsity`` (weighted AMF L1).
 
         ``generator`` draws the timesteps and the noise on its device.
         """
@@ -247,8 +299,11 @@ class DiffusionSRTask(SuperResolutionTask):
         timesteps = timesteps.to(x0.device)
         noisy = net.noise_scheduler.add_noise(x0, noise, timesteps)
         out = net(noisy, timesteps, batch["lr"], conditions["depth"], conditions["kernels"])
+        target = noise
+        if net.noise_scheduler.config.prediction_type == "v_prediction":
+            target = net.noise_scheduler.get_velocity(x0, noise, timesteps)
         return {
-            "epsilon": F.mse_loss(out["epsilon"].float(), noise.float()),
+            "epsilon": F.mse_loss(out["epsilon"].float(), target.float()),
             "sparsity": amf_sparsity(out["features"], self.hparams.sparsity_weights or {}),
         }
 
@@ -289,7 +344,7 @@ class DiffusionSRTask(SuperResolutionTask):
         return self._sample(batch, self.conditions(batch))
 
     def forward(self, lr: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Sample SR images (see :meth:`DiffusionSR.sample <svblur.models.DiffusionSR.sample>`)."""
+        """Sample SR images (the network's ``sample``)."""
         return self.diffusion.sample(lr, **kwargs)
 
 
