@@ -54,10 +54,6 @@ SR_KINDS: frozenset[str] = frozenset({"non_blind_sr", "blind_sr", "gan_sr", "dif
 #: Kinds stored by older checkpoints -> today's name.
 LEGACY_KINDS: dict[str, str] = {"estimator": "blur_semantics"}
 
-# Systems whose checkpoints, written before systems declared their kind, recorded a kind
-# that is now another one (the GAN systems recorded "blind_sr").
-_LEGACY_KIND_OF_SYSTEM = {"GANSRTask": "gan_sr", "PBaSRTask": "gan_sr"}
-
 # Used only when a caller records no kind: what the systems were before they declared one.
 _LEGACY_SYSTEM_KINDS = {
     "BlurSemanticsTask": "blur_semantics",
@@ -95,8 +91,9 @@ def normalize_kind(kind: str | None, system: str | None = None) -> str | None:
     """
     if kind is None:
         return None
-    if system in _LEGACY_KIND_OF_SYSTEM and kind == "blind_sr":
-        return _LEGACY_KIND_OF_SYSTEM[system]
+    # the GAN systems recorded "blind_sr" before they declared their kind
+    if kind == "blind_sr" and _LEGACY_SYSTEM_KINDS.get(system or "") == "gan_sr":
+        return "gan_sr"
     return LEGACY_KINDS.get(kind, kind)
 
 

@@ -58,8 +58,9 @@ def checkpoint_kind(checkpoint: Mapping[str, Any]) -> str | None:
         system = system if isinstance(system, str) else None
         if record.get("kind"):
             return normalize_kind(str(record["kind"]), system)
-        if system is not None and legacy_system_kind(system) is not None:
-            return legacy_system_kind(system)
+        legacy = legacy_system_kind(system) if system is not None else None
+        if legacy is not None:
+            return legacy
     hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, Mapping):
         return None
