@@ -135,6 +135,11 @@ def test_pbasr_tiny_preset_fine_tunes_from_the_anchor_and_tests_by_region(
     # then the seed's trivial baselines, bicubic among them (kind "baseline")
     assert {r["kind"] for r in table[len(rows) :]} == {"baseline"}
     assert "bicubic" in [r["model"] for r in table[len(rows) :]]
+    # bicubic is scored by region too, as the models are
+    bicubic = next(r for r in table[len(rows) :] if r["model"] == "bicubic")
+    for region in REGIONS:
+        assert 5 < float(bicubic[f"test/sr/{region}/psnr_y"]) < 60, region
+        assert 0 <= float(bicubic[f"test/sr/{region}/gmsd"]) <= 1, region
     assert table[1]["anchor_ckpt"] == str(anchor_export)
     assert float(table[3]["test/sr/blurred/psnr_y"]) == pytest.approx(
         by_model["pbasr"]["test/sr/blurred/psnr_y"]

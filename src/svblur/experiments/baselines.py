@@ -6,7 +6,8 @@ A trained network proves something only beside what needs no learning:
   :func:`constant_blur_scores`);
 - kernel fields: the training split's mean kernel at every pixel (:func:`mean_kernel`,
   :func:`constant_kernel_scores`);
-- super-resolution: bicubic upscaling of the LR image (:func:`bicubic_scores`).
+- super-resolution: bicubic upscaling of the LR image (:func:`bicubic_scores`), also by
+  region of ``blur_mask`` when the test data has one (as PBaSR is scored).
 
 Each function takes an iterable of batches (a DataLoader, or a list of dicts with the
 keys of :data:`svblur.degradation.pipeline.SAMPLE_KEYS`) and returns the values the
@@ -15,13 +16,14 @@ systems log under the same names (``blur/psnr``, ``kernels/l1``, ``sr/psnr_y``..
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from svblur.degradation.resize import imresize
-from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, KernelL1
+from svblur.metrics import SRPSNR, SRSSIM, BlurPSNR, BlurSSIM, KernelL1, RegionMetrics
 from svblur.systems.sr import kernels_on_grid
 
 __all__ = [
@@ -104,7 +106,11 @@ def bicubic_scores(
 ) -> dict[str, float]:
     """``sr/psnr_y`` and ``sr/ssim_y`` (and RGB with ``rgb``) of bicubic upscaling
     (:func:`svblur.degradation.resize.imresize`, MATLAB's) of ``batch["lr"]`` by ``scale``,
-    measured like the SR systems (``scale`` pixels cropped)."""
+    measured like the SR systems (``scale`` pixels cropped). Batches with ``blur_mask``
+    also give ``sr/<region>/<metric>`` (PSNR-Y, SSIM-Y, GMSD over the whole image and its
+    blurred and sharp pixels), as :class:`svblur.metrics.RegionMetrics` scores PBaSR."""
+    regions = RegionMetrics(crop_border=scale, metrics=("psnr_y", "ssim_y", "gmsd"))
+    masked = False
     metrics = {
         "sr/psnr_y": SRPSNR(scale, y_channel=True, quantize=quantize),
         "sr/ssim_y": SRSSIM(scale, y_channel=True, quantize=quantize),
@@ -116,7 +122,13 @@ def bicubic_scores(
         sr = imresize(batch["lr"].float(), scale).clamp(0.0, 1.0)
         for metric in metrics.values():
             metric.update(sr, batch["hr"].float())
-    return {name: float(metric.compute()) for name, metric in metrics.items()}
+        if "blur_mask" in batch:
+            masked = True
+            regions.update(sr, batch["hr"].float(), batch["blur_mask"].float())
+    out = {name: float(metric.compute()) for name, metric in metrics.items()}
+    if masked:
+        out.update({f"sr/{key}": float(value) for key, value in regions.compute().items()})
+    return out
 
 
 def _loaders(loaders: Any) -> list[Any]:
@@ -124,8 +136,14 @@ def _loaders(loaders: Any) -> list[Any]:
 
 
 def _group_mean(per_group: list[dict[str, float]]) -> dict[str, float]:
-    """The mean over test groups, as the systems log ``test/<name>``."""
-    return {k: sum(g[k] for g in per_group) / len(per_group) for k in per_group[0]}
+    """The mean over test groups, as the systems log ``test/<name>``: a key some group
+    lacks or has as NaN (a region of a test set without masks) is the mean of the rest."""
+    keys = dict.fromkeys(k for group in per_group for k in group)
+    out = {}
+    for key in keys:
+        values = [g[key] for g in per_group if key in g and not math.isnan(g[key])]
+        out[key] = sum(values) / len(values) if values else math.nan
+    return out
 
 
 def baseline_scores(
