@@ -5,6 +5,7 @@ resizing."""
 
 from .blur_map import blur_map_from_png, blur_map_to_png
 from .bsrgan import BSRGANDegradation, BSRGANPlan
+from .camera_noise import add_camera_sensor_noise, draw_camera_params
 from .defocus import (
     defocus_sigma,
     fill_invalid_depth,
@@ -70,6 +71,7 @@ __all__ = [
     "SamplePipeline",
     "SceneInput",
     "SecondOrderDegradation",
+    "add_camera_sensor_noise",
     "add_correlated_gaussian_noise",
     "add_gaussian_noise",
     "add_poisson_noise",
@@ -81,6 +83,7 @@ __all__ = [
     "degrade_second_order",
     "depth_gaussian_field",
     "depth_sigma",
+    "draw_camera_params",
     "field_from_kernel",
     "fill_invalid_depth",
     "filter_image",

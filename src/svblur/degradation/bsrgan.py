@@ -31,7 +31,10 @@ function's. With ``s`` the target factor:
      orthogonal matrix, ``D`` diagonal with entries ``U(0, 1)``; the release uses the
      top of the range here, not the drawn level);
    * ``jpeg``: with probability 0.9, quality ``randint(30, 95)``;
-   * ``camera``: BSRGAN's processed camera-sensor noise, a no-op here (see below);
+   * ``camera``: BSRGAN's processed camera-sensor noise, with probability
+     ``camera_prob`` (0 by default, see below): the image is unprocessed to a random
+     camera's Bayer raw data, given shot and read noise, and processed back
+     (:func:`~svblur.degradation.camera_noise.add_camera_sensor_noise`);
 3. a final JPEG of quality ``randint(30, 95)``.
 
 :meth:`BSRGANDegradation.draw` draws the order and every step's parameters without an
@@ -40,11 +43,17 @@ and calling the degradation does both.
 
 Differences from the release, all deliberate:
 
-* **No camera-sensor noise.** BSRGAN's step runs a learned ISP model (networks with
-  their weight files) on the LR image and the HR target, with probability 0.25 when a
-  model is given. BSRGAN's function and both of PBaSR's loaders call it without one, so
-  the step never applies in the released training; here it keeps its place in the
-  shuffled order and changes nothing.
+* **Camera-sensor noise is off by default.** BSRGAN's step runs a learned ISP model
+  (networks with their weight files) on the LR image and the HR target, with
+  probability 0.25 when a model is given. BSRGAN's function and both of PBaSR's loaders
+  call it without one, so the step never applies in the released training; with the
+  default ``camera_prob=0`` it keeps its place in the shuffled order, changes nothing and
+  draws nothing (a seed gives the release's plan and image). ``camera_prob=0.25`` is the
+  paper's set-up, with Brooks et al.'s analytic camera model (CVPR 2019, see
+  :mod:`~svblur.degradation.camera_noise`) in place of the learned ISP: it processes the
+  raw data with the parameters it was unprocessed with, so the colours are kept and the
+  HR target stays as it is. Its draw comes after every other (the plan of the other
+  steps is the same for a seed whatever ``camera_prob``).
 * One ``np.random.Generator`` per call draws everything (the release mixes Python's and
   numpy's global generators), so a sample is exact per seed.
 * The nearest variant's Gaussian is evaluated at the shifted centre; the release
@@ -72,6 +81,7 @@ import cv2
 import numpy as np
 import torch
 
+from svblur.degradation.camera_noise import add_camera_sensor_noise, draw_camera_params
 from svblur.degradation.fields import filter_image
 from svblur.degradation.kernels import gaussian_kernel
 from svblur.degradation.noise import (
@@ -113,7 +123,9 @@ class BSRGANPlan:
             ``downsample`` ``{"kind": "resize", "factor", "mode"}`` (shrink by
             ``factor``) or ``{"kind": "nearest", "sigma"}``; ``resize`` ``{"mode"}``;
             ``noise`` ``{"kind", "level"}`` (grey levels; ``"covariance"`` 3x3 too for
-            ``correlated``); ``jpeg`` ``{"quality"}`` (``None``: skipped); ``camera`` ``{}``.
+            ``correlated``); ``jpeg`` ``{"quality"}`` (``None``: skipped); ``camera`` ``{}``
+            (skipped) or a camera of
+            :func:`~svblur.degradation.camera_noise.draw_camera_params`.
         final_jpeg: The quality of the final JPEG.
     """
 
@@ -154,6 +166,8 @@ class BSRGANDegradation:
         noise_kind_prob: Weights of :data:`NOISE_KINDS` (normalised when drawing).
         jpeg_prob: Probability of the shuffled JPEG step.
         jpeg_range: JPEG qualities of both JPEG steps (integers).
+        camera_prob: Probability of the camera-sensor noise step (0: the release, which
+            never applies it; 0.25: the BSRGAN paper's set-up with an ISP model).
     """
 
     scale: int = 4
@@ -166,12 +180,13 @@ class BSRGANDegradation:
     noise_kind_prob: tuple[float, float, float] = (0.4, 0.4, 0.2)
     jpeg_prob: float = 0.9
     jpeg_range: tuple[int, int] = (30, 95)
+    camera_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or int(self.scale) != self.scale or self.scale < 1:
             raise ValueError(f"scale must be a positive integer, got {self.scale!r}")
         self.scale = int(self.scale)
-        for name in ("prescale_prob", "aniso_prob", "resize_prob", "jpeg_prob"):
+        for name in ("prescale_prob", "aniso_prob", "resize_prob", "jpeg_prob", "camera_prob"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
@@ -225,9 +240,13 @@ class BSRGANDegradation:
             "resize": {"mode": self._mode(rng)},
             "noise": self._draw_noise(rng),
             "jpeg": {"quality": self._quality(rng) if rng.random() < self.jpeg_prob else None},
-            "camera": {},
         }
-        return BSRGANPlan(self.scale, prescale, sf, tuple(order), steps, self._quality(rng))
+        final_jpeg = self._quality(rng)
+        # Drawn last, and not at all when off, so that the rest of the plan (and the noise
+        # fields drawn after it by __call__) are the release's for a seed.
+        applies = self.camera_prob > 0 and rng.random() < self.camera_prob
+        steps["camera"] = draw_camera_params(rng) if applies else {}
+        return BSRGANPlan(self.scale, prescale, sf, tuple(order), steps, final_jpeg)
 
     def apply(self, image: np.ndarray, plan: BSRGANPlan, rng: np.random.Generator) -> np.ndarray:
         """Run a plan on one image.
@@ -328,7 +347,7 @@ def _run_step(
     if name == "jpeg":
         return image if params["quality"] is None else jpeg_compress(image, params["quality"])
     if name == "camera":
-        return image
+        return add_camera_sensor_noise(image, rng, params) if params else image
     raise ValueError(f"unknown BSRGAN step {name!r}; the steps are {BSRGAN_STEPS}")
 
 
