@@ -75,8 +75,13 @@ def _export_cfg(tmp_path: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _run(path: Path, lr: torch.Tensor) -> dict[str, torch.Tensor]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _run(model: Path | ort.InferenceSession, lr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of the ONNX file (or an open session of it) on ``lr``, by name."""
+    session = (
+        model
+        if isinstance(model, ort.InferenceSession)
+        else ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    )
     names = [o.name for o in session.get_outputs()]
     outputs = session.run(names, {"lr": lr.numpy()})
     return {name: torch.from_numpy(out) for name, out in zip(names, outputs)}
@@ -128,35 +133,39 @@ def test_an_rrdbnet_generator_runs_in_onnxruntime_at_any_size(tmp_path, form):
     assert '"num_features": 8' in metadata["svblur.network"]
 
 
-def test_cmos_runs_in_onnxruntime_at_other_multiples_of_its_window(tmp_path):
+def test_cmos_runs_in_onnxruntime_at_sizes_that_are_no_multiple_of_its_window(tmp_path):
     net = _cmos()
     config = {"_target_": "svblur.models.CMOS", **TINY_CMOS}
     ckpt = _recorded(tmp_path / "stage1.ckpt", net, config, "BlurSemanticsTask", "blur_semantics")
     output = tmp_path / "cmos.onnx"
-    result = cli.export(_export_cfg(tmp_path, [f"ckpt={ckpt}", f"output={output}"]))
-    # windows of 4 x 5 at 1/8 of the input: multiples of (32, 40), traced on two of them
-    assert result.size_multiple == (32, 40) and result.example_size == (32, 80)
+    overrides = [f"ckpt={ckpt}", f"output={output}", "size=[64,96]"]
+    result = cli.export(_export_cfg(tmp_path, overrides))
+    # windows of 4 x 5 at 1/8 of the input used to need multiples of (32, 40): no longer
+    assert result.size_multiple == (1, 1) and result.example_size == (64, 96)
+    assert result.verified_size == (65, 95) and result.max_error <= 1e-4
     assert result.outputs == ("blur", "seg")  # the auxiliary heads are left out
 
-    lr = torch.rand(2, 3, 96, 40, generator=torch.Generator().manual_seed(4))
-    got = _run(output, lr)
-    with torch.no_grad():
-        expected = net(lr)
-    assert set(got) == {"blur", "seg"}
-    assert got["blur"].shape == (2, 1, 384, 160) and got["seg"].shape == (2, 3, 384, 160)
-    for name in ("blur", "seg"):
-        assert (got[name] - expected[name]).abs().max() <= 1e-4, name
-    assert _metadata(output)["svblur.size_multiple"] == "32,40"
+    # 72 x 104 pads the 9 x 13 coarsest map up to 12 x 15; 19 x 27 pads maps of 3 x 4
+    # pixels, more than their size (one session: creating it takes seconds)
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(4)
+    for height, width in ((72, 104), (19, 27)):
+        lr = torch.rand(2, 3, height, width, generator=generator)
+        got = _run(session, lr)
+        with torch.no_grad():
+            expected = net(lr)
+        assert set(got) == {"blur", "seg"}
+        assert got["blur"].shape == (2, 1, 4 * height, 4 * width)
+        assert got["seg"].shape == (2, 3, 4 * height, 4 * width)
+        for name in ("blur", "seg"):
+            assert (got[name] - expected[name]).abs().max() <= 1e-4, (name, height, width)
+    assert _metadata(output)["svblur.size_multiple"] == "1,1"
 
-    # the traced size must be such a multiple, of at least two cells
+    # the traced size must be large enough for every backbone scale to differ
     loaded = load_for_export(ckpt)
-    with pytest.raises(
-        InputError, match=re.escape("multiples of (32, 40); use e.g. size=[64, 80]")
-    ):
-        export_onnx(loaded, tmp_path / "odd.onnx", size=[50, 70])
-    with pytest.raises(InputError, match="at least two"):
-        export_onnx(loaded, tmp_path / "one.onnx", size=[32, 40])
-    assert not (tmp_path / "odd.onnx").exists() and not (tmp_path / "one.onnx").exists()
+    with pytest.raises(InputError, match=re.escape("at least 16 x 16 pixels, e.g. size=[16, 70]")):
+        export_onnx(loaded, tmp_path / "small.onnx", size=[8, 70])
+    assert not (tmp_path / "small.onnx").exists()
 
 
 def _kernel_estimator(path: Path) -> Path:

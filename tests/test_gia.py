@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from svblur.nn import GIA, PooledBatchNorm2d, default_groups, flow_warp, reflect_pad_to_multiple
+from svblur.nn.blocks import _reflect_pad_indices
 from svblur.nn.flow import base_grid
+from svblur.nn.gia import SpatialInteraction
 
 VARIANTS = {  # paper Tab. 5 names -> (flow, channel, spatial)
     "none": (False, False, False),
@@ -128,6 +130,54 @@ def test_reflect_padding_matches_released_and_extends_periodically():
     expected = np.pad(line.numpy(), ((0, 0), (0, 0), (0, 3), (0, 0)), mode="edge")
     expected = np.pad(expected, ((0, 0), (0, 0), (0, 0), (0, 3)), mode="reflect")
     np.testing.assert_array_equal(reflect_pad_to_multiple(line, (4, 4)).numpy(), expected)
+
+
+def test_traced_reflect_padding_gathers_the_same_values_as_the_loop():
+    """The index path (``_reflect_pad_indices``, what a trace records) equals the eager
+    F.pad loop exactly: padding within the size, padding several times the size, size 1,
+    no padding."""
+    sizes = (1, 2, 3, 4, 5, 7, 11, 16, 23, 40)
+    multiples = ((1, 1), (4, 5), (15, 20), (7, 3), (40, 1), (2, 64))
+    x = torch.randn(2, 3, 40, 40)
+    for height in sizes:
+        for width in sizes:
+            part = x[..., :height, :width]
+            for multiple in multiples:
+                expected = reflect_pad_to_multiple(part, multiple)
+                rows = _reflect_pad_indices(height, multiple[0])
+                cols = _reflect_pad_indices(width, multiple[1])
+                got = part.index_select(2, rows).index_select(3, cols)
+                assert torch.equal(got, expected), (height, width, multiple)
+    # periodic reflection of 0..3, written out: 0 1 2 3 2 1 0 1 2 3 2 1 ...
+    assert _reflect_pad_indices(4, 13).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
+    assert _reflect_pad_indices(1, 5).tolist() == [0] * 5
+
+
+def test_a_trace_pads_windows_and_crops_every_size():
+    """Traced once, the padding and GIA's spatial stream (pad, split into windows, merge,
+    crop) follow the input's size: sizes that pad less, more than the size, or not at all
+    give the eager results."""
+    pad = torch.jit.trace(
+        lambda t: reflect_pad_to_multiple(t, (15, 20)), torch.randn(1, 2, 9, 13), check_trace=False
+    )
+    spatial = SpatialInteraction(4, window_size=(4, 5)).eval()
+    with torch.no_grad():
+        for module in spatial.modules():  # gates and interactions away from their zero init
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        spatial.s_a.fill_(0.7)
+        spatial.s_b.fill_(-0.4)
+        example = (torch.randn(1, 4, 9, 13), torch.randn(1, 4, 9, 13))
+        traced = torch.jit.trace(spatial, example, check_trace=False)
+    for height, width in ((9, 13), (1, 1), (2, 7), (15, 20), (16, 41), (30, 3)):
+        x = torch.randn(2, 2, height, width)
+        assert torch.equal(pad(x), reflect_pad_to_multiple(x, (15, 20))), (height, width)
+        a, b = torch.randn(2, 4, height, width), torch.randn(2, 4, height, width)
+        with torch.no_grad():
+            for got, want in zip(traced(a, b), spatial(a, b)):
+                assert got.shape == (2, 4, height, width)
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 def test_flow_warp_grid_convention():

@@ -10,9 +10,8 @@ checkpoint, whose branches are merged, the state dict a GAN system exports, or a
 checkpoint or the authors' released ``CMOS_*.pth``). Other kinds are refused with a
 message naming the checkpoint and the kinds that export. The ONNX file has one input,
 ``lr`` ``(batch, 3, height, width)`` RGB in ``[0, 1]``, and the outputs ``sr``, or
-``blur`` and ``seg``; batch, height and width are dynamic. CMOS's file takes heights and
-widths that are multiples of its GIA window times 8, ``(120, 160)`` for the released
-window (``size=[H,W]``, the traced size, must be such a multiple). The file is checked in
+``blur`` and ``seg``; batch, height and width are dynamic, and every file takes any
+height and width (CMOS is traced on at least 16 x 16 pixels). The file is checked in
 onnxruntime on an input of another size (``verify=false`` skips this) and written under a
 temporary name, then renamed: a failed export leaves no file.
 

@@ -15,13 +15,16 @@ kind, the network config and the size multiple.
 Export traces the network once, with the TorchScript-based exporter of ``torch.onnx``
 (``dynamo=False``): it needs only the ``onnx`` package and exports a CMOS in seconds, where
 the ``torch.export``-based one takes minutes and fixes CMOS's sizes. Tracing records one
-path through the Python code, so CMOS's ONNX file takes the sizes for which that path is
-the network's: heights and widths that are multiples of :func:`size_multiple`, the GIA
-window times the backbone's coarsest stride (``(120, 160)`` for the released window
-``(15, 20)``). There no window needs padding; pad or crop a photo to such a size, or cut
-it into tiles of such a size, before running the file. Another size fails in onnxruntime
-with a reshape error. While tracing, CMOS's flow warp takes its sizes from the traced
-shapes (:func:`_traceable`). An RRDBNet takes any size.
+path through the Python code, so every size-dependent step of CMOS computes from the
+traced shapes while ``torch.jit.is_tracing()``: the flow warp's grid
+(:func:`svblur.nn.flow.flow_warp`), GIA's reflect padding up to a multiple of its window
+(a gather at indices computed from the size, :func:`svblur.nn.blocks.reflect_pad_to_multiple`),
+the split into windows and the crop back. Both networks' files therefore take any height
+and width (:func:`size_multiple` is ``(1, 1)``; CMOS's backbone resizes its coarser
+branches to the exact size of the finer ones, so it needs no multiple of its stride
+either), except a BasicSR x2 / x1 RRDBNet, which takes multiples of its pixel-unshuffle
+factor. CMOS is traced on at least :data:`CMOS_MIN_TRACE_SIZE` pixels a side, where every
+scale of its backbone is larger than the next coarser one.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from svblur.errors import InputError
 from svblur.io import atomic_path
 
 __all__ = [
+    "CMOS_MIN_TRACE_SIZE",
     "EXPORTABLE_KINDS",
     "ONNX_EXTRA_HINT",
     "OnnxExport",
@@ -68,6 +72,11 @@ EXPORTABLE_KINDS: dict[str, str] = {"gan_sr": "RRDBNet", "blur_semantics": "CMOS
 ONNX_EXTRA_HINT = (
     "install the optional extra: pip install 'svblur[onnx]' (adds onnx and onnxruntime)"
 )
+
+#: The smallest height and width CMOS is traced on: twice its coarsest stride (8). On a
+#: smaller input the two coarsest feature maps can both be one pixel, and the trace would
+#: leave out the resizing between them that larger inputs need.
+CMOS_MIN_TRACE_SIZE = 16
 
 #: The opset written by default (GridSample, which CMOS's flow alignment uses, needs 16).
 DEFAULT_OPSET = 17
@@ -88,7 +97,8 @@ class OnnxExport:
         kind: The checkpoint's kind (a key of :data:`EXPORTABLE_KINDS`).
         network: The network's class name.
         outputs: The output names, in order.
-        size_multiple: ``(mh, mw)``: the file takes heights and widths that are multiples.
+        size_multiple: ``(mh, mw)``: the file takes heights and widths that are multiples
+            of these (``(1, 1)``: any size).
         example_size: ``(H, W)`` of the input the network was traced with.
         verified_size: ``(H, W)`` of the input onnxruntime was checked on (``None``: not
             checked).
@@ -169,20 +179,13 @@ def load_for_export(path: str | Path) -> LoadedNetwork:
 def size_multiple(net: nn.Module) -> tuple[int, int]:
     """``(mh, mw)``: the exported ``net`` takes heights and widths that are multiples.
 
-    CMOS: its GIA window times the backbone's coarsest stride (windows tile every scale
-    without padding); CMOS without a spatial stream: 1. RRDBNet: the factor a BasicSR x2 /
-    x1 variant pixel-unshuffles its input by (1 otherwise).
+    CMOS: ``(1, 1)``, any size. GIA pads each feature map up to a multiple of its window
+    with indices computed from the traced size, and the backbone resizes its coarser
+    branches to the exact (rounded-up) size of the finer ones, so neither the window nor
+    the backbone's strides restrict the input; exported files were checked against PyTorch
+    from 1 x 1 to 120 x 160, odd sizes included. RRDBNet: the factor a BasicSR x2 / x1
+    variant pixel-unshuffles its input by (1 otherwise).
     """
-    from svblur.models import CMOS
-    from svblur.nn.gia import SpatialInteraction
-
-    if isinstance(net, CMOS):
-        windows = {m.window_size for m in net.modules() if isinstance(m, SpatialInteraction)}
-        if not windows:
-            return (1, 1)
-        stride = max(net.backbone.reductions)
-        (window,) = windows
-        return (window[0] * stride, window[1] * stride)
     factor = int(getattr(net, "unshuffle_factor", 1))
     return (factor, factor)
 
@@ -215,7 +218,8 @@ class _NamedOutputs(nn.Module):
 @contextlib.contextmanager
 def _traceable() -> Iterator[None]:
     """While tracing: the tracer's warnings about Python values silenced (the export checks
-    its result instead; :func:`svblur.nn.flow.flow_warp` traces its sizes itself)."""
+    its result instead; CMOS's flow warp, GIA's window padding, split and crop trace their
+    sizes themselves)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
@@ -224,9 +228,10 @@ def _traceable() -> Iterator[None]:
 
 
 def _check_size(
-    size: Sequence[int], multiple: tuple[int, int], network: str, grid: bool
+    size: Sequence[int], multiple: tuple[int, int], network: str, minimum: int
 ) -> tuple[int, int]:
-    """The example size, checked against the network's size multiple."""
+    """The example size, checked against the network's size multiple and smallest traced
+    size."""
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
         raise InputError(f"size: expected [height, width], two positive ints, got {list(size)}")
     height, width = int(size[0]), int(size[1])
@@ -237,20 +242,26 @@ def _check_size(
             f"size={[height, width]}: the ONNX {network} takes heights and widths that are "
             f"multiples of ({mh}, {mw}); use e.g. size={up}"
         )
-    if grid and height == mh and width == mw:
+    if min(height, width) < minimum:
+        up = [max(height, minimum), max(width, minimum)]
         raise InputError(
-            f"size={[height, width]}: trace {network} at a size of at least two ({mh}, {mw}) "
-            f"cells, e.g. size={[2 * mh, mw]} (one cell takes a shortcut that larger inputs "
-            "do not)"
+            f"size={[height, width]}: trace {network} on at least {minimum} x {minimum} "
+            f"pixels, e.g. size={up} (the file it writes takes smaller inputs too; a "
+            "smaller trace would leave out steps that larger inputs need)"
         )
     return height, width
 
 
-def _default_size(multiple: tuple[int, int], grid: bool) -> tuple[int, int]:
-    """One by two cells of the size multiple for a windowed CMOS; else about 32 pixels a
-    side."""
-    if grid:
-        return (multiple[0], 2 * multiple[1])
+def _min_trace_size(net: nn.Module) -> int:
+    """The smallest height and width ``net`` is traced on (:data:`CMOS_MIN_TRACE_SIZE`
+    for CMOS, 1 otherwise)."""
+    from svblur.models import CMOS
+
+    return CMOS_MIN_TRACE_SIZE if isinstance(net, CMOS) else 1
+
+
+def _default_size(multiple: tuple[int, int]) -> tuple[int, int]:
+    """About 32 pixels a side, a multiple of ``multiple``."""
     return tuple(math.ceil(32 / m) * m for m in multiple)  # type: ignore[return-value]
 
 
@@ -322,8 +333,9 @@ def export_onnx(
 
     The network is traced on a random image of ``size`` and written to a temporary name
     beside ``output``; with ``verify``, onnxruntime runs the file on a batch of two images
-    of another height (one size multiple more) and another width (one less, or more) and
-    must agree with PyTorch (see ``_verify``). Only then is the
+    of another height (one size multiple more) and another width (one less, or one more
+    where one less would be below the smallest traced size) and must agree with PyTorch
+    (see ``_verify``). Only then is the
     file renamed to ``output``: a failed export leaves no file (and an existing ``output``
     untouched).
 
@@ -331,24 +343,25 @@ def export_onnx(
         loaded: A network of :data:`EXPORTABLE_KINDS` (:func:`load_for_export`).
         output: The ONNX file to write.
         size: ``[height, width]`` of the traced input, multiples of
-            :func:`size_multiple`; ``None``: one by two multiples (CMOS: ``(120, 320)``
-            for the released window), else about 32 pixels a side.
+            :func:`size_multiple`, for CMOS at least :data:`CMOS_MIN_TRACE_SIZE` each;
+            ``None``: about 32 pixels a side. The file takes other sizes as well.
         opset: ONNX opset (at least 16).
         verify: Check the file in onnxruntime.
 
     Raises:
-        InputError: ``size`` does not fit the network, or onnx / onnxruntime is missing.
+        InputError: ``size`` is not a multiple of :func:`size_multiple` or is smaller than
+            the network is traced on, or onnx / onnxruntime is missing.
         OnnxExportError: The file does not compute what the network computes.
     """
     _import_optional("onnx")
     net = loaded.net.eval()
     network = type(net).__name__
     multiple = size_multiple(net)
-    grid = multiple != (1, 1) and network == "CMOS"
+    minimum = _min_trace_size(net)
     if size is None:
-        example_size = _default_size(multiple, grid)
+        example_size = _default_size(multiple)
     else:
-        example_size = _check_size(size, multiple, network, grid)
+        example_size = _check_size(size, multiple, network, minimum)
     names = _output_names(net)
     model = _NamedOutputs(net, names).eval()
     channels = _in_channels(net)
@@ -363,10 +376,10 @@ def export_onnx(
         "svblur.outputs": ", ".join(names),
         "svblur.size_multiple": f"{multiple[0]},{multiple[1]}",
     }
-    # another height and another width (CMOS's default: two by one cells)
+    # another height and another width, neither below the smallest traced size
     height, width = example_size
     mh, mw = multiple
-    verify_size = (height + mh, width - mw if width > mw else width + mw)
+    verify_size = (height + mh, width - mw if width - mw >= max(mw, minimum) else width + mw)
     error = None
     with atomic_path(output) as temp:
         with _traceable(), torch.no_grad():

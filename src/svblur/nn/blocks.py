@@ -114,6 +114,12 @@ def reflect_pad_to_multiple(x: torch.Tensor, multiple: tuple[int, int]) -> torch
     mirror image of the mirror image, ...), which is what repeated reflect padding gives; a
     dimension of size 1 is replicated.
 
+    Eager code pads with ``F.pad`` (as many calls as the padding needs, none without
+    padding). While ``torch.jit.trace`` records the function (the ONNX export), it gathers
+    rows and columns at indices computed from the traced size instead
+    (``_reflect_pad_indices``), so that the recorded graph pads every input size the
+    same way; the values are the same.
+
     Args:
         x: Tensor of shape ``(B, C, H, W)``.
         multiple: ``(mh, mw)``.
@@ -122,6 +128,10 @@ def reflect_pad_to_multiple(x: torch.Tensor, multiple: tuple[int, int]) -> torch
         Tensor of shape ``(B, C, ceil(H / mh) * mh, ceil(W / mw) * mw)``.
     """
     height, width = x.shape[-2:]
+    if torch.jit.is_tracing():
+        rows = _reflect_pad_indices(height, multiple[0], x.device)
+        cols = _reflect_pad_indices(width, multiple[1], x.device)
+        return x.index_select(-2, rows).index_select(-1, cols)
     pad_h = (multiple[0] - height % multiple[0]) % multiple[0]
     pad_w = (multiple[1] - width % multiple[1]) % multiple[1]
     # Shape-only control flow: one F.pad call whenever the released code's padding works.
@@ -141,3 +151,31 @@ def reflect_pad_to_multiple(x: torch.Tensor, multiple: tuple[int, int]) -> torch
         pad_h -= step_h
         pad_w -= step_w
     return x
+
+
+def _reflect_pad_indices(
+    size: int | torch.Tensor, multiple: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """The source index of every position of one dimension padded by
+    :func:`reflect_pad_to_multiple`.
+
+    Periodic reflection: position ``i`` reads ``i mod 2(size - 1)``, mirrored back into
+    ``[0, size)`` when it lands past the end; a dimension of size 1 reads index 0
+    everywhere. Only tensor arithmetic on ``size``, so that under ``torch.jit.trace``
+    (where shapes are 0-dim tensors) the indices follow the traced size.
+
+    Args:
+        size: Length of the dimension (an int, or a 0-dim integer tensor while tracing).
+        multiple: The padded length is the next multiple of this.
+        device: Device of the indices.
+
+    Returns:
+        Integer tensor of shape ``(ceil(size / multiple) * multiple,)`` with values in
+        ``[0, size)``.
+    """
+    size = torch.as_tensor(size, device=device)
+    padded = torch.div(size + multiple - 1, multiple, rounding_mode="floor") * multiple
+    positions = torch.arange(padded, device=device)
+    period = (2 * size - 2).clamp(min=1)  # size 1: period 1, every position reads index 0
+    phase = torch.remainder(positions, period)
+    return torch.where(phase < size, phase, period - phase)

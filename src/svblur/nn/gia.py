@@ -125,22 +125,25 @@ def _to_windows(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     """``(B, C, nh * wh, nw * ww) -> (B * nh * nw, C, wh, ww)``, windows in row-major order.
 
     One copy, into channels-last order (what the following convolution prefers on CPU and
-    with CUDA AMP); no copy when the map is a single window.
+    with CUDA AMP); no copy when the map is a single window. While ``torch.jit.trace``
+    records it (the ONNX export), the window counts are traced values and the copy is
+    always made, so that the recorded graph splits maps of every size.
     """
     batch, channels, height, width = x.shape
     wh, ww = window
     nh, nw = height // wh, width // ww
-    if nh == 1 and nw == 1:
+    if not torch.jit.is_tracing() and nh == 1 and nw == 1:
         return x
     x = x.view(batch, channels, nh, wh, nw, ww).permute(0, 2, 4, 3, 5, 1)
     return x.reshape(batch * nh * nw, wh, ww, channels).permute(0, 3, 1, 2)
 
 
 def _from_windows(windows: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`_to_windows` for a map of size ``(height, width)`` (one copy)."""
+    """Inverse of :func:`_to_windows` for a map of size ``(height, width)`` (one copy; the
+    sizes may be traced values, as there)."""
     _, channels, wh, ww = windows.shape
     nh, nw = height // wh, width // ww
-    if nh == 1 and nw == 1:
+    if not torch.jit.is_tracing() and nh == 1 and nw == 1:
         return windows
     x = windows.permute(0, 2, 3, 1).reshape(batch, nh, nw, wh, ww, channels)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
