@@ -347,17 +347,52 @@ def _photos(root: Path, count: int, rng: np.random.Generator) -> None:
         Image.fromarray(pixels).save(root / f"img{i}.png")
 
 
+def _tiny_depth_model(folder: Path) -> Path:
+    """A tiny random DPT (transformers) with its image processor, saved as a local model
+    folder is (``save_pretrained``): what ``depth.path`` points at."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.DPTConfig(
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+        image_size=32,
+        patch_size=8,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 8, 8, 8],
+        fusion_hidden_size=8,
+        reassemble_factors=[4, 2, 1, 0.5],
+    )
+    transformers.DPTForDepthEstimation(config).save_pretrained(folder)
+    processor = transformers.DPTImageProcessor(
+        size={"height": 32, "width": 32}, keep_aspect_ratio=False, ensure_multiple_of=8
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.parametrize(
-    ("experiment", "tiny_net"),
-    [("folder_ssr_stage1", TINY_DKENET), ("folder_ssr_stage2", TINY_RRDB)],
+    ("experiment", "tiny_net", "depth"),
+    [
+        ("folder_ssr_stage1", TINY_DKENET, ["depth=none"]),
+        ("folder_ssr_stage1", TINY_DKENET, ["depth.path=<dpt>"]),
+        ("folder_ssr_stage2", TINY_RRDB, []),
+    ],
+    ids=["stage1-kernel-only", "stage1-hf-depth", "stage2"],
 )
-def test_folder_variant_composes_and_runs(tmp_path, experiment: str, tiny_net: list[str]):
+def test_folder_variant_composes_and_runs(
+    tmp_path, experiment: str, tiny_net: list[str], depth: list[str]
+):
     rng = np.random.default_rng(0)
     _photos(tmp_path / "photos" / "train", 4, rng)
     _photos(tmp_path / "photos" / "test", 2, rng)
+    if depth == ["depth.path=<dpt>"]:
+        depth = [f"depth.path={_tiny_depth_model(tmp_path / 'dpt')}"]
     cfg = _compose(
         [
             f"experiment={experiment}",
+            *depth,
             f"data.root={tmp_path / 'photos'}",
             "data.crop_size=[32,32]",
             "data.eval_crop_size=[32,32]",
@@ -373,14 +408,71 @@ def test_folder_variant_composes_and_runs(tmp_path, experiment: str, tiny_net: l
     assert cfg.data._target_ == "svblur.data.OnTheFlyDefocusDataModule"
     assert cfg.degradation.blur._target_ == "svblur.degradation.GaussianFieldBlur"
     assert cfg.trainer.max_steps == 200000
+    KeepModel.kept.clear()
+    with open_dict(cfg):
+        cfg.callbacks = {"keep": {"_target_": "tests.test_ssr_app.KeepModel"}}
     metrics = train(cfg)
     key = "test/kernels/l1" if experiment.endswith("1") else "test/sr/psnr_y"
     assert torch.isfinite(torch.tensor(metrics[key])), sorted(metrics)
+    if depth and depth[0].startswith("depth.path="):
+        # the photos' depth is the local model's estimate, as the model alone gives it
+        from svblur.models import HFDepth
+
+        task = KeepModel.kept[-1]
+        assert type(task.depth_estimator) is HFDepth
+        assert not any(p.requires_grad for p in task.depth_estimator.parameters())
+        photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        reference = HFDepth(depth[0].split("=", 1)[1]).eval()
+        torch.testing.assert_close(task.depth_estimator.eval()(photo), reference(photo))
     if experiment.endswith("1"):  # DIV2K-like photos have no depth to read
         with open_dict(cfg):
             cfg.model.depth_estimator = "svblur.models.GroundTruthDepth"
+            cfg.model.depth_kwargs = {}
         with pytest.raises(InputError, match="ConstantDepth"):
             train(cfg)
+
+
+@pytest.mark.parametrize("experiment", ["folder_ssr_stage1", "folder_ssr_latent"])
+def test_folder_runs_without_a_depth_model_stop_with_one_line(tmp_path, experiment: str):
+    cfg = _compose([f"experiment={experiment}", "data.root=x"], tmp_path, tiny=False)
+    assert cfg.depth.name == "hf"  # a real monocular model is the photo configs' default
+    with pytest.raises(InputError) as error:
+        train(cfg)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{experiment} estimates depth")
+    assert "depth.path=DIR" in message and "depth=none" in message
+
+
+def _composed(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_depth_group_feeds_every_folder_stage():
+    """depth=hf / none / ground_truth decide stage 1's estimator and the SVKR's of the
+    stage-3 configs alike; the command line's choice beats the experiment's default."""
+    for experiment in ("folder_ssr_stage1", "folder_ssr_stage3", "folder_ssr_latent"):
+        hf = _composed([f"experiment={experiment}", "data.root=x", "depth.path=/m/dpt"])
+        none = _composed([f"experiment={experiment}", "data.root=x", "depth=none"])
+        if experiment.endswith("stage1"):
+            assert hf.model.depth_estimator == "svblur.models.HFDepth"
+            assert dict(hf.model.depth_kwargs) == {"path": "/m/dpt", "output": "disparity"}
+            assert none.model.depth_estimator == "svblur.models.ssr.ConstantDepth"
+            assert dict(none.model.depth_kwargs) == {}
+        else:
+            node = hf.model.net.estimator.depth_estimator
+            assert dict(node) == {
+                "_target_": "svblur.models.HFDepth",
+                "path": "/m/dpt",
+                "output": "disparity",
+            }
+            built = instantiate(none.model.net.estimator.depth_estimator)
+            assert isinstance(built, ConstantDepth)
+    # the built-in data keeps its ground-truth depth and needs no depth group
+    assert _composed(["experiment=synthetic_ssr_stage1"]).get("depth") is None
 
 
 def test_folder_stage3_svkr_has_the_folder_stages_networks():
@@ -390,7 +482,9 @@ def test_folder_stage3_svkr_has_the_folder_stages_networks():
     def net_of(experiment: str, key: str = "model.net") -> torch.nn.Module:
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            cfg = compose("train", overrides=[f"experiment={experiment}", "data.root=x"])
+            cfg = compose(
+                "train", overrides=[f"experiment={experiment}", "data.root=x", "depth=none"]
+            )
         GlobalHydra.instance().clear()
         node = cfg
         for part in key.split("."):

@@ -69,6 +69,21 @@ def require(cfg: DictConfig, key: str, expected: str) -> Any:
     return value
 
 
+def check_depth_source(cfg: DictConfig) -> None:
+    """Stop a run whose depth comes from a monocular model (``depth=hf``, the photo and
+    folder SSR configs) when no model folder was given, with one line that says how."""
+    depth = cfg.get("depth")
+    if not isinstance(depth, DictConfig) or depth.get("name") != "hf":
+        return
+    if OmegaConf.select(depth, "path", default=None) in (None, ""):
+        raise InputError(
+            f"{cfg.get('task_name', 'this run')} estimates depth with a monocular model "
+            "(depth=hf) and none was given: pass depth.path=DIR, a local transformers depth "
+            "model folder (DPT, Depth Anything; written by save_pretrained, svblur downloads "
+            "nothing), or depth=none for the kernel-only ablation"
+        )
+
+
 def instantiate_list(cfg: DictConfig | None, what: str) -> list[Any]:
     """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
     objects: list[Any] = []
@@ -85,6 +100,7 @@ def instantiate_list(cfg: DictConfig | None, what: str) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Seed, then build data module, model, callbacks, loggers and trainer from ``cfg``."""
+    check_depth_source(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain lists/dicts, so that saved hyperparameters load with
