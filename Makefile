@@ -17,7 +17,8 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e ".[dev,onnx]"
+	$(BIN)/python -m pip install -e ".[dev,onnx,depth,iqa]"
+	$(BIN)/python -m pip install --no-deps "pyiqa==0.1.16"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,6 +5,7 @@ sampling, svblur-train with oracle conditions, svblur-predict on a checkpoint)."
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from functools import partial
@@ -313,6 +314,37 @@ def test_svblur_train_runs_on_oracle_conditions_without_an_svkr(make_cfg, sd_fol
     metrics = train(cfg)
     assert np.isfinite(metrics["train/loss_step"])
     assert 0 < metrics["test/sr/psnr_y"] < 60
+
+
+def test_svblur_train_logs_the_papers_iqa_metrics_from_local_files(
+    make_cfg, sd_folder, tmp_path, caplog
+):
+    """SSR Tab. 1's pyiqa metrics at test: NIQE from its local statistics file, the three
+    whose files are absent skipped with a line naming each; none at validation."""
+    pytest.importorskip("pyiqa")
+    from .test_iqa import niqe_statistics
+
+    niqe_statistics(tmp_path)
+    cfg = make_cfg(
+        "train",
+        [
+            "experiment=synthetic_ssr_latent",
+            f"model.net.pretrained={sd_folder}",
+            "model.condition=ground_truth",
+            "data.hr_size=[112,112]",
+            f"model.iqa_weights_dir={tmp_path}",
+            "debug=fdr",
+        ],
+    )
+    assert list(cfg.model.iqa_metrics) == ["lpips", "musiq", "niqe", "clipiqa"]
+    with caplog.at_level(logging.WARNING, logger="svblur.metrics.iqa"):
+        metrics = train(cfg)
+    assert np.isfinite(metrics["test/iqa/niqe"]) and metrics["test/iqa/niqe"] > 0
+    assert not [k for k in metrics if k.startswith("val/iqa/")]
+    assert not [k for k in metrics if k.startswith("test/iqa/") and k != "test/iqa/niqe"]
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert {line.split()[2] for line in skipped} == {"lpips", "musiq", "clipiqa"}
+    assert all(str(tmp_path) in line for line in skipped)
 
 
 # ---------------------------------------------------------------------- svblur-predict

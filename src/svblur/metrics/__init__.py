@@ -17,6 +17,7 @@ from .functional import (
     miou_from_confusion,
     normalize_blur,
 )
+from .iqa import PAPER_IQA_METRICS, IQAMean, local_iqa_metrics
 from .metrics import BlurPSNR, BlurSSIM, KernelL1, MeanIoU
 from .regions import (
     HIGHER_IS_BETTER,
@@ -31,6 +32,8 @@ from .sr import SRPSNR, SRSSIM, psnr_rgb, psnr_y, rgb_to_y, ssim_rgb, ssim_y
 __all__ = [
     "HIGHER_IS_BETTER",
     "IGNORE_INDEX",
+    "IQAMean",
+    "PAPER_IQA_METRICS",
     "REGIONS",
     "SRPSNR",
     "SRSSIM",
@@ -48,6 +51,7 @@ __all__ = [
     "depth_boundary_mask",
     "depth_discontinuities",
     "kernel_l1",
+    "local_iqa_metrics",
     "local_perceptual_metrics",
     "mean_iou",
     "miou_from_confusion",

@@ -40,6 +40,7 @@ from svblur.metrics import (
     local_perceptual_metrics,
 )
 from svblur.metrics.functional import IGNORE_INDEX
+from svblur.metrics.iqa import IQAMean, local_iqa_metrics
 from svblur.metrics.metrics import PerImageMean
 from svblur.models.blind_sr import BlindSR
 from svblur.models.rrdb_sft import RRDBSFT
@@ -110,6 +111,12 @@ class SuperResolutionTask(TrainingSystem):
             (:func:`svblur.metrics.local_perceptual_metrics`: ``perceptual_weights_dir``,
             then the torch hub cache); a missing file is a clear error, never a download.
         perceptual_weights_dir: Folder holding those weight files (``None``: the hub cache).
+        iqa_metrics: pyiqa metrics logged at test as ``test/iqa/<name>`` (SSR Tab. 1:
+            ``lpips``, ``musiq``, ``niqe``, ``clipiqa``; :mod:`svblur.metrics.iqa`), from
+            weight files in ``iqa_weights_dir`` only; a metric whose file is absent is
+            skipped with one log line naming the file. Not measured at validation.
+        iqa_weights_dir: Folder of pyiqa's weight files (``None``: pyiqa's and torch's
+            caches; nothing is downloaded either way).
     """
 
     def __init__(
@@ -126,6 +133,8 @@ class SuperResolutionTask(TrainingSystem):
         compile: bool = False,
         perceptual_metrics: Sequence[str] = (),
         perceptual_weights_dir: str | None = None,
+        iqa_metrics: Sequence[str] = (),
+        iqa_weights_dir: str | None = None,
     ) -> None:
         super().__init__()
         # Plain values only, so that checkpoints load with weights_only=True.
@@ -138,6 +147,7 @@ class SuperResolutionTask(TrainingSystem):
             if perceptual_metrics
             else {}
         )
+        self._iqa = local_iqa_metrics(list(iqa_metrics), iqa_weights_dir)
         #: Per-image test results (one dict per image: group, index, name, metrics), gathered
         #: from all processes after :meth:`trainer.test`.
         self.test_results: list[dict[str, Any]] = []
@@ -179,6 +189,8 @@ class SuperResolutionTask(TrainingSystem):
         }
         for name, network in self._perceptual.items():
             metrics[f"sr/{name}"] = SRPerceptual(network, crop)
+        for name, model in self._iqa.items():
+            metrics[f"iqa/{name}"] = IQAMean(name, model, crop)
         if self.hparams.rgb_metrics:
             metrics["sr/psnr_rgb"] = SRPSNR(crop, y_channel=False, quantize=quantize)
             metrics["sr/ssim_rgb"] = SRSSIM(crop, y_channel=False, quantize=quantize)
@@ -190,6 +202,13 @@ class SuperResolutionTask(TrainingSystem):
             metrics["seg/miou"] = MeanIoU(self.hparams.num_classes)
         return nn.ModuleDict(metrics)
 
+    def init_metrics(self) -> None:
+        super().init_metrics()
+        # the pyiqa metrics are for tests only (MUSIQ and CLIP-IQA cost more than a step)
+        validation = self.metrics["val"] if "val" in self.metrics else {}
+        for name in [n for n in validation if n.startswith("iqa/")]:
+            del validation[name]
+
     @staticmethod
     def metric_inputs(
         name: str, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
@@ -197,7 +216,7 @@ class SuperResolutionTask(TrainingSystem):
         """What metric ``name`` compares in a batch, ``(estimate, target)``, or ``None``
         when the outputs or the batch lack it (e.g. a kernel field of another size)."""
         kind = name.split("/")[0]
-        if kind == "sr":
+        if kind in ("sr", "iqa"):
             return outputs["sr"].float(), batch["hr"].float()
         if kind in ("blur", "seg") and kind in outputs and kind in batch:
             return outputs[kind].float(), batch[kind]
