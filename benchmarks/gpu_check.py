@@ -23,6 +23,19 @@ one-line reason and the other checks still run; the exit status is 1 if any chec
   randomly initialised BlindSR checkpoint (``model=blind_sr``, 40 classes) and the default
   tiling (256-pixel LR tiles, fp32). "4K" is the output size, 3840x2160: svblur-predict
   takes an LR image and returns it x4.
+- ``LatentDiffusionSR``: SSR's latent diffusion SR at Stable Diffusion 2.1-base sizes. The
+  UNet, VAE and DDIM scheduler configs of ``stabilityai/stable-diffusion-2-1-base`` (written
+  here, nothing is downloaded) are built with random weights on the GPU, saved as a
+  diffusers folder and loaded by ``LatentDiffusionSR.from_pretrained`` (the model's
+  defaults, 21x21 kernels, oracle kernels and depth). Measured in bf16 autocast: seconds
+  per training step at 512x512 HR, batch 2 (``DiffusionSRTask``'s Eq. 5 loss, backward,
+  AdamW over the trainable parameters; 5 warm-up + 20 timed), seconds per DDIM step (the
+  slope between 5- and 25-step sampling of one 512x512 image, medians of 3, so that the
+  VAE and the timestep-free encoders are left out) and the whole 25-step image, peak CUDA
+  memory of training and of sampling (the row shows the larger), and the trainable and
+  frozen parameter counts. The counts are also computed from the configs alone on the
+  ``meta`` device, and must equal those of the loaded network, and the UNet's and the
+  VAE's must equal the released checkpoints' (865,910,724 and 83,653,863).
 
 Columns: check, setting, result, time (wall time of the check, compilation and the CLI's
 start-up included), peak memory, status. Peak memory is ``torch.cuda.max_memory_allocated``
@@ -40,7 +53,12 @@ minutes on 2 busy cores, one thread per process): LR 32x40, batch 2, 1 + 2 steps
 ``model=unet`` and 64x80 images; a 48x64 scene rendered with ``device="cpu"`` against
 the default device; a toy BlindSR predicting a 24x40 photo in 16-pixel tiles. Peak memory
 on the CPU is the max RSS of the CLI processes (marked RSS) and not measured for the
-in-process rows.
+in-process rows. The latent diffusion check is rehearsed only when named
+(``--dry-run --checks latent-sd21``, about half a minute): a tiny random SD-layout folder,
+64x64 HR, 1 + 2 training steps and 1- against 2-step sampling in bf16 autocast on the CPU;
+SD 2.1-base itself is not built there (its fp32 weights alone are 3.8 GB, and the folder
+as large), so its parameter counts come from the configs on the ``meta`` device (checked
+against the released ones).
 
 Usage::
 
@@ -48,6 +66,7 @@ Usage::
     python benchmarks/gpu_check.py --json gpu_check.json    # also write the rows as JSON
     python benchmarks/gpu_check.py --checks defocus predict-4k   # a subset, by key
     python benchmarks/gpu_check.py --dry-run                # CPU rehearsal, tiny sizes
+    python benchmarks/gpu_check.py --dry-run --checks latent-sd21   # + the latent check
 """
 
 from __future__ import annotations
@@ -60,7 +79,6 @@ import importlib.metadata
 import json
 import math
 import os
-import platform
 import queue
 import re
 import resource
@@ -116,6 +134,11 @@ class Plan:
     gpu_trainer: tuple[str, ...]
     ddp_trainer: tuple[str, ...]
     train_overrides: tuple[str, ...]
+    latent_sizes: str
+    latent_hr_size: tuple[int, int]
+    latent_batch: int
+    latent_sample_steps: tuple[int, int]
+    latent_runs: int
     min_budget_s: float
     total_budget_s: float
     cpu_threads: int | None
@@ -139,6 +162,11 @@ def make_plan(dry_run: bool) -> Plan:
             gpu_trainer=("trainer=gpu",),
             ddp_trainer=("trainer=ddp", "trainer.devices=1"),
             train_overrides=(),
+            latent_sizes="sd21",
+            latent_hr_size=(512, 512),
+            latent_batch=2,
+            latent_sample_steps=(5, 25),
+            latent_runs=3,
             min_budget_s=0.0,
             total_budget_s=450.0,
             cpu_threads=None,
@@ -170,6 +198,11 @@ def make_plan(dry_run: bool) -> Plan:
             "data.val_size=2",
             "data.test_size=2",
         ),
+        latent_sizes="tiny",
+        latent_hr_size=(64, 64),
+        latent_batch=2,
+        latent_sample_steps=(1, 2),
+        latent_runs=1,
         # budgets only against hangs: a shared 2-core machine may be slow at any moment
         min_budget_s=300.0,
         total_budget_s=900.0,
@@ -598,6 +631,329 @@ def _predict_setting(plan: Plan) -> str:
     return f"LR {w}x{h} -> x4 {4 * w}x{4 * h}, {net}, tile {tile}, fp32, device={plan.device}"
 
 
+# --------------------------------------------------------------------------- latent diffusion
+#: ``stabilityai/stable-diffusion-2-1-base``'s ``unet/config.json`` (the values that differ
+#: from diffusers' defaults, and the sizes).
+SD21_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
+}
+#: Its ``vae/config.json``.
+SD21_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+}
+#: Its ``scheduler/scheduler_config.json`` (DDIM).
+SD21_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+}
+#: Parameter counts of the released SD 2.1-base ``unet/`` and ``vae/`` weights: the
+#: configs above must give them.
+SD21_UNET_PARAMS = 865_910_724
+SD21_VAE_PARAMS = 83_653_863
+#: A tiny UNet and VAE of the same layout for the dry run (VAE x2, UNet two levels).
+TINY_UNET: dict[str, Any] = {
+    "sample_size": 32,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 8,
+    "attention_head_dim": 2,
+    "use_linear_projection": True,
+    "norm_num_groups": 4,
+}
+TINY_VAE: dict[str, Any] = {
+    "down_block_types": ("DownEncoderBlock2D",) * 2,
+    "up_block_types": ("UpDecoderBlock2D",) * 2,
+    "block_out_channels": (8, 8),
+    "latent_channels": 4,
+    "norm_num_groups": 4,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+#: ``LatentDiffusionSR`` options of the check (the rest are the model's defaults, those of
+#: ``model=latent_diffusion_sr``) and its training loss and optimizer (the config's).
+LATENT_OPTIONS: dict[str, Any] = {"kernel_size": 21, "condition": "ground_truth"}
+LATENT_SPARSITY = {"kernel": 1e-4, "depth": 1e-4, "lr": 1e-4}
+LATENT_ADAMW: dict[str, Any] = {"lr": 5e-5, "betas": (0.9, 0.999), "weight_decay": 0.0}
+
+
+def write_sd_folder(folder: Path, unet: dict[str, Any], vae: dict[str, Any], device: str) -> Path:
+    """Save a random Stable Diffusion folder (``unet/``, ``vae/``, ``scheduler/``; no text
+    encoder, so the prompt embedding is zeros) of the given configs to ``folder``.
+
+    The weights are initialised on ``device`` (on a GPU, SD 2.1-base's 950 M parameters
+    are drawn there, not on the host's CPU); the scheduler is SD 2.1-base's DDIM.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    for name, cls, config in (("unet", UNet2DConditionModel, unet), ("vae", AutoencoderKL, vae)):
+        with torch.device(device):
+            model = cls(**config)
+        model.save_pretrained(folder / name)
+        del model
+    DDIMScheduler(**SD21_SCHEDULER).save_pretrained(folder / "scheduler")
+    return folder
+
+
+def _parameter_counts(net: Any) -> dict[str, int]:
+    """Trainable and frozen parameters of a ``LatentDiffusionSR``, and its UNet's and VAE's."""
+    params = list(net.parameters())
+    return {
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+        "frozen": sum(p.numel() for p in params if not p.requires_grad),
+        "unet": sum(p.numel() for p in net.unet.parameters()),
+        "vae": sum(p.numel() for p in net.vae.parameters()),
+    }
+
+
+def sd21_parameter_counts(folder: Path) -> dict[str, int]:
+    """Parameter counts of ``LatentDiffusionSR`` on SD 2.1-base, from the configs alone.
+
+    ``folder`` gets the configs (no weights); the network is built on the ``meta`` device
+    (no memory, no initialisation), its frozen UNet and VAE from their configs:
+    ``LatentDiffusionSR`` reads them with ``load_frozen``, which needs weights, so that
+    function is replaced, for this construction only, by one that builds from the config.
+    """
+    from unittest import mock
+
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    import svblur.models.latent_diffusion_sr as latent_module
+    from svblur.models import LatentDiffusionSR
+
+    def from_config(cls: type, source: Path, subfolder: str) -> Any:
+        return cls.from_config(cls.load_config(str(source), subfolder=subfolder))
+
+    with torch.device("meta"):
+        UNet2DConditionModel(**SD21_UNET).save_config(folder / "unet")
+        AutoencoderKL(**SD21_VAE).save_config(folder / "vae")
+    DDIMScheduler(**SD21_SCHEDULER).save_config(folder / "scheduler")
+    with torch.device("meta"), mock.patch.object(latent_module, "load_frozen", from_config):
+        net = LatentDiffusionSR.from_pretrained(folder, **LATENT_OPTIONS)
+    return _parameter_counts(net)
+
+
+def _latent_inputs(net: Any, plan: Plan, batch: int) -> dict[str, Any]:
+    """Random, seeded ``lr``, ``hr``, ``depth`` and normalised ``kernels`` (the field at HR,
+    as the data sets give it) of ``batch`` images of ``plan.latent_hr_size``, on the device."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    height, width = plan.latent_hr_size
+    kernels = torch.rand(batch, net.kernel_size**2, height, width, generator=gen)
+    kernels /= kernels.sum(1, keepdim=True)
+    inputs = {
+        "lr": torch.rand(batch, 3, height // net.scale, width // net.scale, generator=gen),
+        "hr": torch.rand(batch, 3, height, width, generator=gen),
+        "depth": torch.rand(batch, 1, height, width, generator=gen),
+        "kernels": kernels,
+    }
+    return {key: value.to(plan.device) for key, value in inputs.items()}
+
+
+def _latent_training(
+    plan: Plan, task: Any
+) -> tuple[list[float], list[float], float | None, str | None]:
+    """Time ``plan.warmup + plan.steps`` training steps of ``task`` (a ``DiffusionSRTask``)
+    in bf16 autocast: Eq. 5's loss, backward, AdamW over the trainable parameters.
+
+    Returns:
+        The step times (s), the losses, the peak memory (MiB) and its kind.
+    """
+    import torch
+
+    device = plan.device
+    batch = _latent_inputs(task.diffusion, plan, plan.latent_batch)
+    conditions = {"kernels": batch["kernels"], "depth": batch["depth"]}
+    noise = torch.Generator(device).manual_seed(0)
+    optimizer = task.configure_optimizers()["optimizer"]  # over the trainable parameters
+    losses: list[float] = []
+    task.train()
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            terms = task.diffusion_loss(batch, conditions, noise)
+        loss = terms["epsilon"] + terms["sparsity"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+
+    _reset_peak(device)
+    times = _timed(step, plan.warmup, plan.steps, device)
+    peak, kind = _peak(device)
+    optimizer.zero_grad(set_to_none=True)
+    return times, losses, peak, kind
+
+
+def _latent_sampling(plan: Plan, net: Any) -> tuple[dict[int, float], float | None]:
+    """Median seconds of DDIM sampling of one image with each of ``plan.latent_sample_steps``
+    (after one warm-up run) in bf16 autocast, and the peak memory (MiB)."""
+    import torch
+
+    device = plan.device
+    image = _latent_inputs(net, plan, 1)
+    net.eval()
+
+    def sample(steps: int) -> None:
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
+            net.sample(image["lr"], image["depth"], image["kernels"], steps=steps, sampler="ddim")
+
+    _reset_peak(device)
+    sample(plan.latent_sample_steps[0])  # warm-up
+    times = {
+        steps: statistics.median(
+            _timed(functools.partial(sample, steps), 0, plan.latent_runs, device)
+        )
+        for steps in plan.latent_sample_steps
+    }
+    peak, _ = _peak(device)
+    return times, peak
+
+
+def check_latent(plan: Plan, workdir: Path) -> Outcome:
+    """``LatentDiffusionSR`` at SD 2.1-base sizes (tiny on the dry run): training and DDIM
+    step times, peak memory and parameter counts (see the module docstring)."""
+    import gc
+
+    import torch
+
+    from svblur.models import LatentDiffusionSR
+    from svblur.systems import DiffusionSRTask
+
+    device = plan.device
+    counts_sd21 = sd21_parameter_counts(workdir / "sd21_config")
+    failures = []
+    released = {"unet": SD21_UNET_PARAMS, "vae": SD21_VAE_PARAMS}
+    for part, expected in released.items():
+        if counts_sd21[part] != expected:
+            failures.append(
+                f"SD 2.1-base {part} config gives {counts_sd21[part]:,} parameters, the "
+                f"released weights have {expected:,}"
+            )
+
+    start = time.perf_counter()
+    sd21 = plan.latent_sizes == "sd21"
+    folder = write_sd_folder(
+        workdir / "sd",
+        SD21_UNET if sd21 else TINY_UNET,
+        SD21_VAE if sd21 else TINY_VAE,
+        device,
+    )
+    torch.manual_seed(0)
+    net = LatentDiffusionSR.from_pretrained(folder, **LATENT_OPTIONS)
+    task = DiffusionSRTask(
+        net,
+        condition="ground_truth",
+        sparsity_weights=LATENT_SPARSITY,
+        optimizer=functools.partial(torch.optim.AdamW, **LATENT_ADAMW),
+    ).to(device)
+    shutil.rmtree(folder)  # the loaded network needs the folder no more (3.5 GB at SD 2.1)
+    build_s = time.perf_counter() - start
+    counts = _parameter_counts(net)
+    task_counts = task.parameter_counts()
+    if (task_counts["trainable"], task_counts["frozen"]) != (counts["trainable"], counts["frozen"]):
+        failures.append(f"DiffusionSRTask counts {task_counts}, the network's {counts}")
+    if sd21 and counts != counts_sd21:
+        failures.append(f"loaded network's counts {counts} differ from the config's {counts_sd21}")
+
+    try:
+        train_times, losses, train_peak, peak_kind = _latent_training(plan, task)
+        gc.collect()  # the optimizer's state and the batch are gone before sampling
+        sample_times, sample_peak = _latent_sampling(plan, net)
+    finally:  # the network's hooks make reference cycles: free it for the next checks
+        del task, net
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    height, width = plan.latent_hr_size
+    few, many = plan.latent_sample_steps
+    if not all(math.isfinite(loss) for loss in losses):
+        failures.append(f"non-finite training loss: {losses}")
+    train_s = statistics.median(train_times[plan.warmup :])
+    step_s = (sample_times[many] - sample_times[few]) / (many - few)
+    metrics: dict[str, float] = {
+        "train_s_per_step": train_s,
+        "train_images_per_s": plan.latent_batch / train_s,
+        "train_first_step_s": train_times[0],
+        "train_loss": losses[-1],
+        "sample_s_per_step": step_s,
+        "sample_s_per_image": sample_times[many],
+        "sample_steps": many,
+        "build_load_s": build_s,
+        "batch": plan.latent_batch,
+        "hr_height": height,
+        "hr_width": width,
+        "trainable_params": counts["trainable"],
+        "frozen_params": counts["frozen"],
+        "sd21_trainable_params": counts_sd21["trainable"],
+        "sd21_frozen_params": counts_sd21["frozen"],
+        "sd21_unet_params": counts_sd21["unet"],
+        "sd21_vae_params": counts_sd21["vae"],
+    }
+    if train_peak is not None and sample_peak is not None:
+        metrics.update(train_peak_mb=train_peak, sample_peak_mb=sample_peak)
+    peak = None if train_peak is None else max(train_peak, sample_peak or 0.0)
+    result = (
+        f"train {train_s:.3f} s/step, DDIM {step_s:.4f} s/step ({many} steps: "
+        f"{sample_times[many]:.2f} s/image); "
+    )
+    if sd21:
+        result += (
+            f"{counts['trainable'] / 1e6:.1f} M trainable, {counts['frozen'] / 1e6:.1f} M frozen"
+        )
+        if train_peak is not None:
+            result += f"; peak train {train_peak:.0f} MiB, sample {sample_peak:.0f} MiB"
+    else:
+        result += (
+            f"SD 2.1-base (meta): {counts_sd21['trainable'] / 1e6:.1f} M trainable, "
+            f"{counts_sd21['frozen'] / 1e6:.1f} M frozen"
+        )
+    return Outcome(result, metrics, peak, peak_kind, "; ".join(failures) or None)
+
+
+def _latent_setting(plan: Plan) -> str:
+    height, width = plan.latent_hr_size
+    sizes = "SD 2.1-base sizes, random weights" if plan.latent_sizes == "sd21" else "tiny SD layout"
+    few, many = plan.latent_sample_steps
+    return (
+        f"{sizes}, HR {width}x{height}, batch {plan.latent_batch}, bf16 autocast, "
+        f"{plan.warmup}+{plan.steps} train steps, DDIM {few} vs {many} steps "
+        f"(median of {plan.latent_runs}), device={plan.device}"
+    )
+
+
 # --------------------------------------------------------------------------- registry
 def _cmos_checks() -> list[Check]:
     checks = []
@@ -638,6 +994,7 @@ CHECKS: dict[str, Check] = {
         ),
         Check("defocus", "render_defocus", 60.0, _defocus_setting, check_defocus),
         Check("predict-4k", "svblur-predict", 120.0, _predict_setting, check_predict),
+        Check("latent-sd21", "LatentDiffusionSR", 240.0, _latent_setting, check_latent),
     ]
 }
 #: Table order (as listed above) and run order: the compiled rows, the likeliest to run
@@ -653,11 +1010,15 @@ TABLE_ORDER = [
     "fdr-ddp",
     "defocus",
     "predict-4k",
+    "latent-sd21",
 ]
 RUN_ORDER = [key for key in TABLE_ORDER if "compiled" not in key] + [
     "forward-compiled",
     "train-compiled",
 ]
+#: Checks that the dry run runs only when ``--checks`` names them (too slow for the default
+#: rehearsal, which the test suite runs).
+DRY_RUN_ON_REQUEST = ("latent-sd21",)
 
 
 # --------------------------------------------------------------------------- rows
@@ -845,21 +1206,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe_machine(plan: Plan) -> str:
     """One line naming the device, torch and the mode."""
     if plan.dry_run:
-        device = f"CPU {_cpu_name()} ({os.cpu_count()} cores), dry run"
+        from svblur.experiments.report import cpu_name
+
+        device = f"CPU {cpu_name()} ({os.cpu_count()} cores), dry run"
         version = importlib.metadata.version("torch")
     else:
         import torch
@@ -874,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[-5:]),
+        epilog="\n".join(__doc__.splitlines()[-6:]),
     )
     parser.add_argument("--dry-run", action="store_true", help="tiny CPU rehearsal of the plan")
     parser.add_argument("--json", default=None, metavar="FILE", help="write the rows to FILE")
@@ -914,7 +1266,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    keys = [key for key in RUN_ORDER if args.checks is None or key in args.checks]
+    if args.checks is not None:
+        keys = [key for key in RUN_ORDER if key in args.checks]
+    else:
+        skipped = DRY_RUN_ON_REQUEST if plan.dry_run else ()
+        keys = [key for key in RUN_ORDER if key not in skipped]
     keep = args.workdir is not None
     workdir = Path(args.workdir) if keep else Path(tempfile.mkdtemp(prefix="svblur-gpu-check-"))
     workdir = workdir.resolve()

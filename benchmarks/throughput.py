@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from svblur.experiments.report import cpu_name
 
 MODELS = ("cmos", "rrdb_sft", "rrdb_sft_lr", "blind_sr")
 
@@ -69,18 +70,6 @@ def loss_of(name: str, out, batch: int, size: tuple[int, int], device: str) -> t
         return total + 0.5 * F.cross_entropy(out["aux_seg"].float(), seg)
     sr = out["sr"] if isinstance(out, dict) else out
     return F.l1_loss(sr.float(), torch.zeros_like(sr, dtype=torch.float))
-
-
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux), else the platform's machine name."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: str) -> None:

@@ -31,19 +31,24 @@ from svblur.experiments.claims import (
     summarize,
 )
 
-__all__ = ["hardware", "sr_note", "write_tables"]
+__all__ = ["cpu_name", "hardware", "sr_note", "write_tables"]
 
 
-def hardware() -> str:
-    """One line describing the machine: CPU model and cores, GPU if any, torch version."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
         if names:
-            cpu = names[0]
+            return names[0]
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> str:
+    """One line describing the machine: CPU model and cores, GPU if any, torch version."""
+    cpu = cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = [f"{cpu}, {cores} cores available, {torch.get_num_threads()} torch threads"]
     if torch.cuda.is_available():
