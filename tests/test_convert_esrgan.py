@@ -315,6 +315,12 @@ def test_the_discriminator_goes_both_ways_and_out_of_a_gan_checkpoint(tmp_path):
     state = discriminator_state()
     out, _ = convert(tmp_path, {"params": state}, name="netD.pth")
     assert isinstance(built(out), UNetDiscriminatorSN)
+    # svblur-predict names what the file is and what to do with it
+    from svblur.errors import InputError
+    from svblur.inference import load_for_prediction
+
+    with pytest.raises(InputError, match="GAN discriminator .*anchor_discriminator_ckpt"):
+        load_for_prediction(out)
     back, _ = convert(tmp_path, torch.load(out, weights_only=True), "--to", "basicsr")
     written = torch.load(back, weights_only=True)
     assert list(written) == ["params"] and written["params"].keys() == state.keys()

@@ -45,6 +45,11 @@ _NOT_PREDICTABLE = {
         "network to run; write the SVKR as one file with svblur.systems.assemble_svkr and "
         "predict with that"
     ),
+    "discriminator": (
+        "a GAN discriminator (svblur-convert writes them from UNetDiscriminatorSN files) "
+        "scores images, it does not super-resolve them; predict with the generator, and "
+        "give this file to training as model.anchor_discriminator_ckpt"
+    ),
 }
 
 # Keys of the last classifier layer, whose rows are the semantic classes.
