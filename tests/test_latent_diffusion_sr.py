@@ -5,6 +5,7 @@ sampling, svblur-train with oracle conditions, svblur-predict on a checkpoint)."
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import types
@@ -46,7 +47,7 @@ TINY_SVKR = {
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Stable Diffusion folder: unet/, vae/ (x2) and scheduler/, no text
-    encoder (a CLIP tokenizer needs vocabulary files, which a test cannot make offline)."""
+    encoder (the test of the prompt adds one to a copy)."""
     folder = tmp_path_factory.mktemp("sd")
     torch.manual_seed(0)
     UNet2DConditionModel(
@@ -183,6 +184,46 @@ def test_the_prompt_is_the_text_encoders_empty_prompt(sd_folder, tmp_path, monke
     assert seen == ["tokenizer", "text_encoder"]
     assert torch.equal(net.prompt_embedding, torch.arange(48.0).view(1, 6, 8))
     assert not _net(folder, use_text_encoder=False).prompt_embedding.any()
+
+
+def test_the_prompt_of_a_real_tiny_clip_text_encoder(sd_folder, tmp_path):
+    """A tiny random CLIP text encoder and a hand-written BPE vocabulary, saved as a
+    diffusers folder holds them: the prompt embedding is the encoder's output for the
+    empty prompt, <start> then <end> padding, computed here directly."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "with_clip"
+    (folder / "tokenizer").mkdir(parents=True)
+    for part in ("unet", "vae", "scheduler"):
+        (folder / part).symlink_to(sd_folder / part)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "a": 4, "b": 5}
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        str(folder / "tokenizer" / "vocab.json"),
+        str(folder / "tokenizer" / "merges.txt"),
+        model_max_length=6,
+    )
+    tokenizer.save_pretrained(folder / "tokenizer")
+    config = transformers.CLIPTextConfig(
+        vocab_size=6,
+        hidden_size=8,  # the tiny UNet's cross-attention width
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=6,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    encoder = transformers.CLIPTextModel(config).eval()
+    encoder.save_pretrained(folder / "text_encoder")
+    net = _net(folder)
+    with torch.no_grad():
+        expected = encoder(torch.tensor([[0, 1, 1, 1, 1, 1]])).last_hidden_state
+    assert net.prompt_embedding.shape == (1, 6, 8) and net.prompt_embedding.any()
+    torch.testing.assert_close(net.prompt_embedding, expected, rtol=0, atol=0)
+    assert "prompt_embedding" in net.state_dict()
 
 
 # ---------------------------------------------------------------------- the denoiser
