@@ -131,10 +131,10 @@ def _import_pyiqa() -> Any:
     try:
         importlib.import_module("pkg_resources")
     except ImportError:
-        import packaging.version
-
+        # optional (the iqa extra), so imported by name; clip reads packaging.version
+        importlib.import_module("packaging.version")
         shim = types.ModuleType("pkg_resources")
-        shim.packaging = packaging  # type: ignore[attr-defined]
+        shim.packaging = importlib.import_module("packaging")  # type: ignore[attr-defined]
         sys.modules.setdefault("pkg_resources", shim)
     return importlib.import_module("pyiqa")
 
