@@ -181,9 +181,10 @@ def test_a_trace_pads_windows_and_crops_every_size():
 
 
 def test_flow_warp_grid_convention():
-    x = torch.randn(2, 3, 5, 7)
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
     zero = torch.zeros(2, 2, 5, 7)
-    torch.testing.assert_close(flow_warp(x, zero), x, atol=1e-6, rtol=0)
+    # grid_sample at the pixel centres: exact up to float32 rounding of the grid
+    torch.testing.assert_close(flow_warp(x, zero), x, atol=1e-5, rtol=0)
     up = flow_warp(x, torch.zeros(2, 2, 9, 13))
     torch.testing.assert_close(
         up, F.interpolate(x, size=(9, 13), mode="bilinear", align_corners=True), atol=1e-5, rtol=0
