@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.svblur-installed
 ARGS ?=
+# pytest-xdist processes of `make test` (each test file runs in one; 0: no extra process)
+TEST_WORKERS ?= 2
 # comparison preset of `make compare` (conf/compare/<PRESET>.yaml)
 PRESET ?= small
 
@@ -30,7 +32,7 @@ compare: install
 	$(BIN)/svblur-compare preset=$(PRESET) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(ARGS)
