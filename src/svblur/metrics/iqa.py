@@ -42,7 +42,7 @@ from torch import nn
 
 from svblur.errors import InputError
 
-from .metrics import PerImageMean
+from .regions import SRPerceptual
 
 __all__ = [
     "IQA_LOWER_IS_BETTER",
@@ -178,39 +178,34 @@ def local_iqa_metrics(
     return metrics
 
 
-class IQAMean(PerImageMean):
+class IQAMean(SRPerceptual):
     """Mean over images of a pyiqa metric of SR images in ``[0, 1]`` (against HR for a
     full-reference one), a border of ``crop_border`` removed. Not capped; images smaller
     than the metric's :data:`MIN_SIDE` are left out (NaN per image, one warning).
 
-    The pyiqa model is kept outside the module tree (its weights stay out of checkpoints)
-    and follows the inputs' device.
+    As :class:`~svblur.metrics.SRPerceptual`, the pyiqa model is kept outside the module
+    tree (its weights stay out of checkpoints) and follows the inputs' device.
     """
 
+    # the direction depends on the metric: see ``lower_is_better``
+    higher_is_better = None
+
     def __init__(self, name: str, metric: nn.Module, crop_border: int = 4, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(metric, crop_border, **kwargs)
         self.name = name
         #: The metric's direction (torchmetrics' ``higher_is_better`` is per class).
         self.lower_is_better = IQA_LOWER_IS_BETTER.get(
             name, bool(getattr(metric, "lower_better", False))
         )
-        self.crop_border = int(crop_border)
-        self._metric = [metric]
         self._warned = False
 
     @property
     def full_reference(self) -> bool:
-        return getattr(self._metric[0], "metric_mode", "NR") == "FR"
+        return getattr(self._network[0], "metric_mode", "NR") == "FR"
 
-    def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        metric = self._metric[0]
-        if next(metric.parameters(), pred).device != pred.device:
-            self._metric[0] = metric = metric.to(pred.device)
-        border = self.crop_border
-        if border:
-            pred = pred[..., border:-border, border:-border]
-            target = target[..., border:-border, border:-border]
-        pred = pred.clamp(0, 1)
+    def _measure(
+        self, network: nn.Module, pred: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         side = MIN_SIDE.get(self.name, 1)
         if min(pred.shape[-2:]) < side:
             if not self._warned:
@@ -220,16 +215,12 @@ class IQAMean(PerImageMean):
                     self.name,
                     side,
                     side,
-                    border,
+                    self.crop_border,
                     *pred.shape[-2:],
                 )
                 self._warned = True
             return pred.new_full((pred.shape[0],), torch.nan)
-        with torch.no_grad():
-            if self.full_reference:
-                out = metric(pred, target.clamp(0, 1))
-            else:
-                out = metric(pred)
+        out = network(pred, target) if self.full_reference else network(pred)
         return torch.as_tensor(out).reshape(-1).float()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:

@@ -588,6 +588,12 @@ class SRPerceptual(PerImageMean):
         self.crop_border = int(crop_border)
         self._network = [network.eval()]  # a list: not registered as a submodule
 
+    def _measure(
+        self, network: nn.Module, pred: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-image scores ``(B,)`` of the cropped images, both clamped to ``[0, 1]``."""
+        return network(pred, target).reshape(-1)
+
     def _score(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         network = self._network[0]
         if next(network.parameters(), pred).device != pred.device:
@@ -597,4 +603,4 @@ class SRPerceptual(PerImageMean):
             pred = pred[..., border:-border, border:-border]
             target = target[..., border:-border, border:-border]
         with torch.no_grad():
-            return network(pred.clamp(0, 1), target.clamp(0, 1)).reshape(-1)
+            return self._measure(network, pred.clamp(0, 1), target.clamp(0, 1))
