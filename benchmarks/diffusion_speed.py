@@ -53,7 +53,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import subprocess
@@ -65,6 +64,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+# the latent model's folder and task are gpu_check's (a script beside this one)
+from gpu_check import latent_task, write_sd_folder
 
 from svblur.experiments.report import cpu_name
 
@@ -92,22 +94,6 @@ SMALL_VAE = {
     "sample_size": 256,
     "scaling_factor": 0.18215,
 }
-#: Stable Diffusion 2.1-base's DDIM scheduler config.
-SD21_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "timestep_spacing": "leading",
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-}
-#: Eq. 5's AMF sparsity weights of ``model=latent_diffusion_sr``.
-SPARSITY_WEIGHTS = {"kernel": 1e-4, "depth": 1e-4, "lr": 1e-4}
-#: AdamW as ``model=latent_diffusion_sr`` configures it.
-ADAMW = {"lr": 5e-5, "betas": (0.9, 0.999), "weight_decay": 0.0}
 
 
 # ---------------------------------------------------------------------- networks
@@ -128,34 +114,6 @@ def _svkr(iterations: int, depth: str):
     )
     depth_net = GroundTruthDepth() if depth == "ground truth" else SMPDepthNet("tu-resnet18")
     return SVKR(estimator, depth_net, sr_net, iterations=iterations).eval()
-
-
-def write_sd_folder(folder: Path) -> Path:
-    """Write a small random Stable Diffusion folder (``unet/``, ``vae/``, ``scheduler/``;
-    no text encoder: the prompt embedding is zeros) to ``folder`` and return it."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(**SMALL_UNET).save_pretrained(folder / "unet")
-    AutoencoderKL(**SMALL_VAE).save_pretrained(folder / "vae")
-    DDIMScheduler(**SD21_SCHEDULER).save_pretrained(folder / "scheduler")
-    return folder
-
-
-def _latent(folder: Path):
-    """``LatentDiffusionSR`` with its defaults on ``folder``, in a ``DiffusionSRTask`` (its
-    training loss and trainable parameters), with oracle conditions."""
-    from svblur.models import LatentDiffusionSR
-    from svblur.systems import DiffusionSRTask
-
-    torch.manual_seed(0)
-    net = LatentDiffusionSR.from_pretrained(folder, kernel_size=21, condition="ground_truth")
-    return DiffusionSRTask(
-        net,
-        condition="ground_truth",
-        sparsity_weights=SPARSITY_WEIGHTS,
-        optimizer=functools.partial(torch.optim.AdamW, **ADAMW),
-    )
 
 
 def _inputs(size: tuple[int, int], batch: int = 1, hr: bool = False) -> dict[str, torch.Tensor]:
@@ -224,7 +182,7 @@ def child(args: argparse.Namespace) -> None:
         net = _diffusion()
         inputs = _inputs(tuple(args.size))
     else:
-        task = _latent(Path(args.folder))
+        task = latent_task(Path(args.folder))
         net = task.diffusion.eval()
         batch = args.batch if args.child_train else 1
         inputs = _inputs(tuple(args.size), batch, hr=args.child_train)
@@ -357,7 +315,7 @@ def bench_latent(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Time the latent model's sampling and training steps on the small SD folder
     ``folder``; print the tables, return the figures."""
     size = tuple(args.size)
-    task = _latent(folder)
+    task = latent_task(folder)
     net = task.diffusion
     sample_inputs = _inputs(size)
     lr, depth, kernels = sample_inputs["lr"], sample_inputs["depth"], sample_inputs["kernels"]
@@ -452,7 +410,9 @@ def main() -> None:
         print()
     if args.model in ("latent", "both"):
         with tempfile.TemporaryDirectory(prefix="svblur-sd-") as tmp:
-            report["latent"] = bench_latent(args, write_sd_folder(Path(tmp)))
+            report["latent"] = bench_latent(
+                args, write_sd_folder(Path(tmp), SMALL_UNET, SMALL_VAE, "cpu")
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

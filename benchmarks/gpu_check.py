@@ -724,6 +724,24 @@ def write_sd_folder(folder: Path, unet: dict[str, Any], vae: dict[str, Any], dev
     return folder
 
 
+def latent_task(folder: Path) -> Any:
+    """``LatentDiffusionSR.from_pretrained(folder, **LATENT_OPTIONS)`` in a
+    ``DiffusionSRTask`` with the config's loss weights and AdamW (oracle conditions)."""
+    import torch
+
+    from svblur.models import LatentDiffusionSR
+    from svblur.systems import DiffusionSRTask
+
+    torch.manual_seed(0)
+    net = LatentDiffusionSR.from_pretrained(folder, **LATENT_OPTIONS)
+    return DiffusionSRTask(
+        net,
+        condition="ground_truth",
+        sparsity_weights=LATENT_SPARSITY,
+        optimizer=functools.partial(torch.optim.AdamW, **LATENT_ADAMW),
+    )
+
+
 def _parameter_counts(net: Any) -> dict[str, int]:
     """Trainable and frozen parameters of a ``LatentDiffusionSR``, and its UNet's and VAE's."""
     params = list(net.parameters())
@@ -848,9 +866,6 @@ def check_latent(plan: Plan, workdir: Path) -> Outcome:
 
     import torch
 
-    from svblur.models import LatentDiffusionSR
-    from svblur.systems import DiffusionSRTask
-
     device = plan.device
     counts_sd21 = sd21_parameter_counts(workdir / "sd21_config")
     failures = []
@@ -870,14 +885,8 @@ def check_latent(plan: Plan, workdir: Path) -> Outcome:
         SD21_VAE if sd21 else TINY_VAE,
         device,
     )
-    torch.manual_seed(0)
-    net = LatentDiffusionSR.from_pretrained(folder, **LATENT_OPTIONS)
-    task = DiffusionSRTask(
-        net,
-        condition="ground_truth",
-        sparsity_weights=LATENT_SPARSITY,
-        optimizer=functools.partial(torch.optim.AdamW, **LATENT_ADAMW),
-    ).to(device)
+    task = latent_task(folder).to(device)
+    net = task.diffusion
     shutil.rmtree(folder)  # the loaded network needs the folder no more (3.5 GB at SD 2.1)
     build_s = time.perf_counter() - start
     counts = _parameter_counts(net)
